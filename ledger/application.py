@@ -1,0 +1,103 @@
+"""The ledger application: append batches of events, read the ordered log back."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import ClassVar
+
+from eventsourcing.application import Application
+from eventsourcing.utils import get_topic
+
+from ledger.batch import BatchState, Outcome, Planner
+from ledger.config import Location
+from ledger.postgres_store import PostgresLedgerRecorder
+from ledger.reader import Line
+from ledger.sqlite_store import SQLiteLedgerRecorder
+from ledger.store import Entry, LedgerMapper, NullTranscoder, utc_now
+
+CHUNK_LINES = 5_000
+
+
+class BatchRejected(ValueError):
+    """A batch had bad lines and nothing of it was stored."""
+
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__(f"{len(outcome.problems)} problem(s); nothing was appended")
+        self.outcome = outcome
+
+
+@dataclass(frozen=True)
+class Appended:
+    outcome: Outcome
+    positions: list[int]
+
+
+@dataclass(frozen=True)
+class Logged:
+    position: int
+    entry: Entry
+
+
+class Ledger(Application):
+    """An append-only log of election events on SQLite or PostgreSQL."""
+
+    name = "Ledger"
+    env: ClassVar[dict[str, str]] = {
+        "MAPPER_TOPIC": get_topic(LedgerMapper),
+        "TRANSCODER_TOPIC": get_topic(NullTranscoder),
+    }
+
+    def __init__(self, location: Location) -> None:
+        self.location = location
+        super().__init__(env=location.environment(
+            sqlite_recorder=get_topic(SQLiteLedgerRecorder),
+            postgres_recorder=get_topic(PostgresLedgerRecorder),
+        ))
+
+    def append(self, lines: Iterable[Line], *, skip_invalid: bool = False) -> Appended:
+        """Check every line, then store the accepted ones in one transaction.
+
+        Unless ``skip_invalid``, one bad line means nothing is stored: the whole batch is
+        still checked, so the user learns every problem at once.
+        """
+        positions: list[int] = []
+        with self.recorder.writing() as session:
+            last = session.last_recorded_at()
+            recorded_at = max(utc_now(), last) if last else utc_now()
+            planner = Planner(BatchState(session), recorded_at)
+            for chunk in _chunked(lines, CHUNK_LINES):
+                entries = planner.add(chunk)
+                writable = skip_invalid or not planner.outcome.problems
+                if entries and writable:
+                    positions += session.insert(entries, recorded_at)
+            if planner.outcome.problems and not skip_invalid:
+                raise BatchRejected(planner.outcome)
+        return Appended(planner.outcome, positions)
+
+    def entries(self, after: int = 0, *, page: int = 5_000) -> Iterator[Logged]:
+        """Every recorded event after position ``after``, in log order."""
+        while True:
+            notifications = self.recorder.select_notifications(
+                after, page, inclusive_of_start=False
+            )
+            for notification in notifications:
+                yield Logged(notification.id, self.mapper.to_domain_event(notification))
+            if len(notifications) < page:
+                return
+            after = notifications[-1].id
+
+    def head(self) -> int:
+        """The position of the last recorded event (0 for an empty ledger)."""
+        return self.recorder.max_notification_id() or 0
+
+
+def _chunked(lines: Iterable[Line], size: int) -> Iterator[list[Line]]:
+    chunk: list[Line] = []
+    for line in lines:
+        chunk.append(line)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

@@ -1,0 +1,144 @@
+"""The ``ledger`` command line (DESIGN.md's v1 contract).
+
+Exit codes: 0 success, 2 bad input or usage, 1 anything else. Every error is one line on
+stderr; a traceback is shown only with LEDGER_DEBUG=1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import IO, NoReturn
+
+from ledger import commands
+from ledger.config import BadLocation
+from ledger.reader import InputTooLarge
+from ledger.render import FORMATS
+
+
+class UsageError(ValueError):
+    """Bad arguments: exit 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # argparse prints the whole usage block; one line says it better.
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _query_options(parser: argparse.ArgumentParser, *, stage: bool = False) -> None:
+    parser.add_argument("--election", metavar="ID", help="election id (needed only when the "
+                        "ledger holds more than one)")
+    parser.add_argument("--as-of", metavar="TIME", help="valid time: only events that occurred "
+                        "by TIME (RFC 3339 with offset); default: no bound")
+    parser.add_argument("--known-at", metavar="TIME", help="ledger time: only events the ledger "
+                        "had recorded by TIME; default: now")
+    parser.add_argument("--format", choices=FORMATS, default="table")
+    if stage:
+        parser.add_argument("--stage", choices=("preliminary", "final"), default="preliminary")
+        parser.add_argument("--reporter", metavar="ID", help="a parallel tally from this "
+                            "reporter's protocols (default: the election's authority)")
+        parser.add_argument("--scope", metavar="REGION", help="only stations of this region "
+                            "or district")
+
+
+def build_parser() -> Parser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--db", default=argparse.SUPPRESS, metavar="PATH_OR_URL",
+                        help="SQLite file or postgresql:// URL (default: $LEDGER_DB or ./ledger.db)")
+    parser = Parser(
+        prog="ledger", parents=[common],
+        description="A tamper-evident ledger of election protocols, announcements and appeals.",
+        epilog="Example: ledger append night.jsonl && ledger tally --as-of 2030-04-07T23:00:00+02:00",
+    )
+    parser.set_defaults(db=None)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+
+    def command(name: str, help: str, example: str, run: Callable[..., int]) -> Parser:
+        p = sub.add_parser(name, parents=[common], help=help, description=help,
+                           epilog=f"Example: {example}")
+        p.set_defaults(run=run)
+        return p
+
+    p = command("append", "validate and append JSON Lines events (atomic; re-appending is a "
+                "no-op)", "ledger append night.jsonl   or   producer | ledger append -",
+                commands.append)
+    p.add_argument("file", metavar="FILE", help="a JSON Lines file, or - for standard input")
+    p.add_argument("--skip-invalid", action="store_true",
+                   help="store the valid lines and write the bad ones to --rejects")
+    p.add_argument("--rejects", metavar="FILE", help="where --skip-invalid writes bad lines")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+
+    command("replay", "rebuild every read model from the log, from scratch",
+            "ledger replay", commands.replay)
+    p = command("elections", "list the elections in the ledger", "ledger elections",
+                commands.list_elections)
+    p.add_argument("--format", choices=FORMATS, default="table")
+    p = command("history", "the events in log order, with positions and recorded_at",
+                "ledger history --station north-1 --format json", commands.history)
+    p.add_argument("--station", metavar="ID")
+    _query_options(p)
+    p = command("tally", "the preliminary or final tally, or a reporter's parallel tally",
+                "ledger tally --stage final --as-of 2030-04-09T00:00:00+02:00", commands.tally)
+    _query_options(p, stage=True)
+    p = command("seats", "the seat allocation of the tally", "ledger seats --stage final",
+                commands.seats)
+    _query_options(p, stage=True)
+    p = command("audit", "per-station timeline, conflicts, control-check failures, "
+                "discrepancies", "ledger audit --station south-1", commands.audit)
+    p.add_argument("--station", metavar="ID")
+    _query_options(p)
+    p = command("withheld", "withheld protocols, and the requesting party's share where "
+                "copies were withheld versus given", "ledger withheld --format json",
+                commands.withheld)
+    _query_options(p)
+    p = command("appeals", "appeals and their outcomes", "ledger appeals", commands.appeals)
+    _query_options(p)
+    p = command("demo", "build the Kazakhstan 2007 scenario in a fresh ledger and show it",
+                "ledger demo --dir /tmp/kz2007", commands.demo)
+    p.add_argument("--dir", metavar="DIR", help="where to build it (default: ./ledger-demo)")
+    p.add_argument("--stations", type=_positive, default=None, metavar="N",
+                   help="number of polling stations (default: about ten thousand)")
+    return parser
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "run", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.run(args)
+    except (commands.BadInput, BadLocation, InputTooLarge, UsageError) as error:
+        return fail(str(error), 2)
+    except commands.Failure as error:
+        return fail(str(error), 1)
+    except KeyboardInterrupt:
+        return fail("interrupted", 130)
+    except BrokenPipeError:
+        # The reader went away (e.g. `| head`); nothing more to say.
+        sys.stderr.close()
+        return 0
+    except Exception as error:  # the last line of defence: one line, never a traceback
+        if os.environ.get("LEDGER_DEBUG"):
+            raise
+        return fail(commands.explain_failure(error), 1)
+
+
+def fail(message: str, code: int, stream: IO[str] | None = None) -> int:
+    print(f"ledger: {message}", file=stream or sys.stderr)
+    return code
+

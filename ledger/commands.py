@@ -1,0 +1,349 @@
+"""What each ``ledger`` command does, between argument parsing and printing."""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+import msgspec
+
+from ledger.config import Location, locate
+from ledger.reader import read_lines
+from ledger.render import as_json, csv_text, table
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from ledger.application import Ledger
+
+
+class BadInput(ValueError):
+    """The user's input or question is wrong: exit 2."""
+
+
+class Failure(RuntimeError):
+    """The environment failed (database unreachable, locked, unreadable): exit 1."""
+
+
+def open_ledger(location: Location, *, must_exist: bool = False) -> Ledger:
+    from eventsourcing.persistence import PersistenceError
+
+    from ledger.application import Ledger
+
+    if must_exist and not location.is_postgres and not Path(location.db).exists():
+        raise BadInput(f"no ledger at {location.db}; append events first (ledger append FILE)")
+    try:
+        return Ledger(location)
+    except PersistenceError as error:
+        raise Failure(_unreachable(location, error)) from None
+    except sqlite3.DatabaseError as error:
+        raise Failure(f"cannot open {location.describe()}: {error}") from None
+
+
+def _unreachable(location: Location, error: Exception) -> str:
+    detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return f"cannot use the ledger at {location.describe()}: {detail}"
+
+
+@contextmanager
+def _input(name: str) -> Iterator[IO[bytes]]:
+    if name == "-":
+        yield sys.stdin.buffer
+        return
+    path = Path(name)
+    if not path.exists():
+        raise BadInput(f"{name}: no such file")
+    if path.is_dir():
+        raise BadInput(f"{name}: is a directory, not a JSON Lines file")
+    try:
+        with path.open("rb") as stream:
+            yield stream
+    except PermissionError:
+        raise BadInput(f"{name}: permission denied") from None
+
+
+def append(args: argparse.Namespace) -> int:
+    from ledger.application import BatchRejected
+    from ledger.store import LedgerBusy
+
+    if args.skip_invalid and not args.rejects:
+        raise BadInput("--skip-invalid needs --rejects FILE to keep the lines it skips")
+    if args.rejects and not args.skip_invalid:
+        raise BadInput("--rejects goes with --skip-invalid")
+    location = locate(args.db)
+    with _input(args.file) as stream:
+        ledger = open_ledger(location)
+        try:
+            appended = ledger.append(read_lines(stream), skip_invalid=args.skip_invalid)
+        except BatchRejected as rejected:
+            for problem in rejected.outcome.problems[:MAX_PROBLEMS_SHOWN]:
+                print(problem, file=sys.stderr)
+            hidden = len(rejected.outcome.problems) - MAX_PROBLEMS_SHOWN
+            if hidden > 0:
+                print(f"... and {hidden} more problem(s)", file=sys.stderr)
+            print("nothing was appended: fix the lines above and append the file again",
+                  file=sys.stderr)
+            return 2
+        except LedgerBusy as busy:
+            raise Failure(str(busy)) from None
+    outcome = appended.outcome
+    if args.rejects:
+        _write_rejects(Path(args.rejects), outcome)
+    caught_up = _refresh_read_models(location, ledger)
+    summary = {
+        "appended": len(appended.positions),
+        "first_position": appended.positions[0] if appended.positions else None,
+        "last_position": appended.positions[-1] if appended.positions else None,
+        "already_recorded": outcome.already_recorded,
+        "rejected": len(outcome.rejected_lines),
+        "flagged": [str(problem) for problem in outcome.flagged],
+        "read_models_updated": caught_up,
+    }
+    if args.format == "json":
+        print(as_json(summary))
+        return 0
+    span = (f" (positions {summary['first_position']}-{summary['last_position']})"
+            if appended.positions else "")
+    print(f"appended {summary['appended']} event(s){span}; "
+          f"{outcome.already_recorded} already recorded (no-op); "
+          f"{len(outcome.flagged)} flagged by control checks"
+          + (f"; {summary['rejected']} rejected, see {args.rejects}" if args.rejects else ""))
+    for problem in outcome.flagged[:MAX_PROBLEMS_SHOWN]:
+        print(f"flagged (recorded as issued): {problem}", file=sys.stderr)
+    return 0
+
+
+MAX_PROBLEMS_SHOWN = 50
+
+
+def _write_rejects(path: Path, outcome: Any) -> None:
+    reasons: dict[int, list[str]] = {}
+    for problem in outcome.problems:
+        reasons.setdefault(problem.line, []).append(
+            f"{problem.field}: {problem.reason}" if problem.field else problem.reason
+        )
+    encoder = msgspec.json.Encoder()
+    with path.open("wb") as out:
+        for line in outcome.rejected_lines:
+            record = {"line": line.number, "reasons": reasons.get(line.number, []),
+                      "text": line.text.decode("utf-8", "replace")}
+            out.write(encoder.encode(record) + b"\n")
+
+
+def _refresh_read_models(location: Location, ledger: Ledger) -> int:
+    from projections.apply import catch_up
+    from projections.schema import open_read_models
+
+    db = open_read_models(location.read_models_path())
+    try:
+        return catch_up(db, ledger)
+    finally:
+        db.conn.close()
+
+
+def replay(args: argparse.Namespace) -> int:
+    from projections.apply import rebuild
+
+    location = locate(args.db)
+    ledger = open_ledger(location, must_exist=True)
+    count = rebuild(location.read_models_path(), ledger)
+    print(f"rebuilt the read models from {count} event(s) into {location.read_models_path()}")
+    return 0
+
+
+@contextmanager
+def read_models(args: argparse.Namespace) -> Iterator[Any]:
+    """The read models, caught up with the log first so answers are current."""
+    from projections.apply import catch_up
+    from projections.schema import open_read_models
+
+    location = locate(args.db)
+    ledger = open_ledger(location, must_exist=True)
+    db = open_read_models(location.read_models_path())
+    try:
+        catch_up(db, ledger)
+        yield db
+    finally:
+        db.conn.close()
+
+
+def _moment(args: argparse.Namespace) -> Any:
+    from projections.moment import BadMoment, moment
+
+    try:
+        return moment(args.as_of, args.known_at)
+    except BadMoment as error:
+        raise BadInput(str(error)) from None
+
+
+@contextmanager
+def _query() -> Iterator[None]:
+    from projections.tally import QueryError
+
+    try:
+        yield
+    except QueryError as error:
+        raise BadInput(str(error)) from None
+
+
+def list_elections(args: argparse.Namespace) -> int:
+    from projections.tally import elections
+
+    with read_models(args) as db:
+        found = elections(db)
+    return _print({"elections": found}, args.format, rows=found)
+
+
+def history(args: argparse.Namespace) -> int:
+    from projections.audit import history as events_of
+
+    moment = _moment(args)
+    with read_models(args) as db, _query():
+        events = events_of(db, moment, election=args.election, station=args.station)
+    rows = [
+        {k: e[k] for k in ("position", "recorded_at", "occurred_at", "type", "election",
+                           "station", "event_id")}
+        for e in events
+    ]
+    return _print({"events": events}, args.format, rows=rows)
+
+
+def tally(args: argparse.Namespace) -> int:
+    from projections.tally import load_election
+    from projections.tally import tally as compute
+
+    moment = _moment(args)
+    with read_models(args) as db, _query():
+        election = load_election(db, args.election)
+        result = compute(db, election, moment, stage=args.stage, reporter=args.reporter,
+                         scope=args.scope)
+    rows = [
+        {"choice": c, "name": result["names"][c], "votes": v, "share_pct": result["shares"][c],
+         "passes": c in result["passing"]}
+        for c, v in result["votes"].items()
+    ]
+    header = (
+        f"{result['stage']} tally of {result['election']} by {result['reporter']} "
+        f"({result['scope']}): {result['stations_reporting']}/{result['stations_total']} "
+        f"stations, turnout {_pct(result['turnout_pct'])}, valid {result['valid_votes']}, "
+        f"invalid {result['invalid']}, status {result['status']}"
+    )
+    return _print(result, args.format, rows=rows, header=header)
+
+
+def seats(args: argparse.Namespace) -> int:
+    from projections.tally import load_election
+    from projections.tally import seats as allocate
+
+    moment = _moment(args)
+    with read_models(args) as db, _query():
+        election = load_election(db, args.election)
+        result = allocate(db, election, moment, stage=args.stage, reporter=args.reporter,
+                          scope=args.scope)
+    rows = [
+        {"choice": c, "name": result["names"][c], "votes": result["votes"].get(c, 0),
+         "passes": c in result["passing"], "seats": n}
+        for c, n in result["seats"].items()
+    ]
+    header = (f"{result['seats_total']} seats by {result['method']}, threshold "
+              f"{result['threshold_pct']}% of {result['threshold_base']} votes "
+              f"({result['threshold_votes']:.0f}); status {result['status']}")
+    for tie in result["ties"]:
+        header += f"\ntie: {tie}"
+    return _print(result, args.format, rows=rows, header=header)
+
+
+def audit(args: argparse.Namespace) -> int:
+    from projections.audit import audit as build
+
+    moment = _moment(args)
+    with read_models(args) as db, _query():
+        result = build(db, moment, election=args.election, station=args.station)
+    return _print_sections(result, args.format)
+
+
+def withheld(args: argparse.Namespace) -> int:
+    from projections.audit import withheld as build
+
+    moment = _moment(args)
+    with read_models(args) as db, _query():
+        result = build(db, moment, election=args.election)
+    return _print_sections(result, args.format)
+
+
+def appeals(args: argparse.Namespace) -> int:
+    from projections.audit import appeals as build
+
+    moment = _moment(args)
+    with read_models(args) as db, _query():
+        result = build(db, moment, election=args.election)
+    return _print({"appeals": result}, args.format, rows=result)
+
+
+def demo(args: argparse.Namespace) -> int:
+    from ledger.demo import run
+
+    return run(Path(args.dir or "ledger-demo"), stations=args.stations)
+
+
+def _print(result: dict[str, Any], fmt: str, *, rows: list[dict[str, Any]],
+           header: str | None = None) -> int:
+    if fmt == "json":
+        print(as_json(result))
+    elif fmt == "csv":
+        text = csv_text(rows)
+        if text:
+            print(text)
+    else:
+        if header:
+            print(header)
+        print(table(rows))
+    return 0
+
+
+def _print_sections(result: dict[str, Any], fmt: str) -> int:
+    """Audit views are several tables; JSON keeps them as one object."""
+    if fmt == "json":
+        print(as_json(result))
+        return 0
+    first = True
+    for name, value in result.items():
+        if not isinstance(value, list):
+            continue
+        if fmt == "csv":
+            if value:
+                print(f"# {name}")
+                print(csv_text(value))
+            continue
+        if not first:
+            print()
+        first = False
+        print(f"== {name.replace('_', ' ')} ({len(value)})")
+        print(table(value))
+    if fmt == "table":
+        for name, value in result.items():
+            if isinstance(value, dict) and name != "moment":
+                print(f"\n== {name.replace('_', ' ')}")
+                print(table([value]))
+    return 0
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}%"
+
+
+def explain_failure(error: Exception) -> str:
+    """One line for an unexpected failure, naming what a user can act on."""
+    try:
+        from eventsourcing.persistence import PersistenceError
+    except ImportError:  # pragma: no cover
+        PersistenceError = ()  # type: ignore[assignment,misc]
+    if isinstance(error, PersistenceError | sqlite3.DatabaseError):
+        return f"database error: {error}".splitlines()[0]
+    if isinstance(error, OSError):
+        return f"{error.strerror or error}: {error.filename or ''}".rstrip(": ")
+    return f"unexpected {type(error).__name__}: {error} (set LEDGER_DEBUG=1 for details)"

@@ -1,0 +1,165 @@
+"""The seven facts an election ledger records, as msgspec schemas.
+
+One tagged union on ``type`` means one decode both parses and validates a line: unknown
+fields and types are rejected, counts are bounded non-negative integers and every timestamp
+must carry a UTC offset (``normalised`` then stores it as UTC).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+import msgspec
+
+MAX_COUNT = 10**12  # far above any real electorate, far below SQLite's 64-bit sums
+MAX_ID_LENGTH = 200
+
+Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_COUNT)]
+Seats = Annotated[int, msgspec.Meta(ge=1, le=100_000)]
+Percent = Annotated[float, msgspec.Meta(ge=0, le=100)]
+Timestamp = Annotated[datetime, msgspec.Meta(tz=True)]
+# Identifiers end up in command lines, file names and tables: no control characters.
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH, pattern=r"^[^\x00-\x1f\x7f]+$")]
+Text = Annotated[str, msgspec.Meta(max_length=10_000, pattern=r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$")]
+Sha256 = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
+
+Method = Literal[
+    "dhondt", "sainte_lague", "modified_sainte_lague", "hare", "droop", "hagenbach_bischoff",
+    "plurality",
+]
+
+
+class Event(msgspec.Struct, tag_field="type", forbid_unknown_fields=True, frozen=True, kw_only=True):
+    election: Id
+    occurred_at: Timestamp
+    event_id: Id | None = None
+
+
+class Choice(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    id: Id
+    name: Text
+    party: Id | None = None
+
+
+class ElectionDefined(Event, tag=True):
+    name: Text
+    seats: Seats
+    method: Method
+    authority: Id
+    choices: Annotated[list[Choice], msgspec.Meta(min_length=1, max_length=10_000)]
+    threshold_pct: Percent = 0.0
+    threshold_base: Literal["valid", "cast"] = "valid"
+
+
+class StationRegistered(Event, tag=True):
+    station: Id
+    region: Id
+    registered_voters: Count
+    district: Id | None = None
+
+
+class ProtocolIssued(Event, tag=True):
+    station: Id
+    reported_by: Id
+    ballots_cast: Count
+    invalid: Count
+    votes: dict[Id, Count]
+    registered_voters: Count | None = None
+    ballots_issued: Count | None = None
+    protocol_no: Id | None = None
+    document_sha256: Sha256 | None = None
+    supersedes: Id | None = None
+
+
+class ProtocolWithheld(Event, tag=True):
+    station: Id
+    requested_by: Id
+    reason: Text | None = None
+
+
+class ResultAnnounced(Event, tag=True):
+    authority: Id
+    stage: Literal["preliminary", "final"]
+    scope: Id
+    votes: dict[Id, Count]
+    turnout_pct: Percent | None = None
+    seats: dict[Id, Count] | None = None
+
+
+class AppealFiled(Event, tag=True):
+    appeal: Id
+    filed_by: Id
+    grounds: Text
+    demand: Literal["recount", "annul", "other"]
+    stations: list[Id] = []
+
+
+class AppealDecided(Event, tag=True):
+    appeal: Id
+    decision: Literal["upheld", "rejected", "partially_upheld"]
+    remedy: Literal["recount", "annul", "none"]
+    stations: list[Id] | None = None
+
+
+ElectionEvent = (
+    ElectionDefined | StationRegistered | ProtocolIssued | ProtocolWithheld | ResultAnnounced
+    | AppealFiled | AppealDecided
+)
+EVENT_TYPES: tuple[type[Event], ...] = (
+    ElectionDefined, StationRegistered, ProtocolIssued, ProtocolWithheld, ResultAnnounced,
+    AppealFiled, AppealDecided,
+)
+TYPE_NAMES = tuple(cls.__name__ for cls in EVENT_TYPES)
+
+decoder = msgspec.json.Decoder(ElectionEvent)
+_encoder = msgspec.json.Encoder(order="sorted")
+
+
+def normalised(event: Event) -> Event:
+    """The event with its timestamp in UTC, so equal instants hash and sort equally."""
+    return msgspec.structs.replace(event, occurred_at=event.occurred_at.astimezone(UTC))
+
+
+def content_digest(event: Event) -> str:
+    """SHA-256 of the event's canonical JSON, leaving out its ``event_id``.
+
+    Two lines that state the same fact, whatever their key order, spacing or UTC offset,
+    have the same digest: that is what makes re-appending a file a no-op.
+    """
+    canonical = _encoder.encode(msgspec.structs.replace(normalised(event), event_id=None))
+    return hashlib.sha256(canonical).hexdigest()
+
+
+def identity(event: Event) -> str:
+    """The event's ledger identity: its ``event_id``, or one derived from its content."""
+    return event.event_id or f"sha256:{content_digest(event)}"
+
+
+def control_check_failures(protocol: ProtocolIssued) -> list[str]:
+    """The arithmetic checks a protocol fails. Failing ones are recorded and flagged, not refused."""
+    failures = []
+    total = sum(protocol.votes.values()) + protocol.invalid
+    if total != protocol.ballots_cast:
+        failures.append(
+            f"votes + invalid = {total}, but ballots_cast = {protocol.ballots_cast}"
+        )
+    if protocol.ballots_issued is not None and protocol.ballots_cast > protocol.ballots_issued:
+        failures.append(
+            f"ballots_cast {protocol.ballots_cast} > ballots_issued {protocol.ballots_issued}"
+        )
+    if (
+        protocol.ballots_issued is not None
+        and protocol.registered_voters is not None
+        and protocol.ballots_issued > protocol.registered_voters
+    ):
+        failures.append(
+            f"ballots_issued {protocol.ballots_issued} > registered_voters "
+            f"{protocol.registered_voters}"
+        )
+    return failures
+
+
+def station_of(event: Event) -> str | None:
+    return getattr(event, "station", None)

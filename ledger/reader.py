@@ -1,0 +1,187 @@
+"""Reading JSON Lines into events, with one precise complaint per bad line.
+
+Lines are read one at a time with a length cap, so a hostile file never has to fit in
+memory; msgspec's messages are rewritten to name the field (``votes.nur-otan``) and the
+value the user actually sent.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import IO, Any
+
+import msgspec
+
+from ledger.events import MAX_COUNT, TYPE_NAMES, Event, decoder
+
+MAX_LINE_BYTES = 1 << 20
+MAX_BATCH_LINES = 5_000_000
+
+
+@dataclass(frozen=True)
+class Problem:
+    line: int
+    field: str | None
+    reason: str
+
+    def __str__(self) -> str:
+        where = f"line {self.line}: " if self.line else ""
+        return f"{where}{self.field}: {self.reason}" if self.field else f"{where}{self.reason}"
+
+
+@dataclass(frozen=True)
+class Line:
+    number: int
+    text: bytes
+    event: Event | None
+    problem: Problem | None
+
+
+class InputTooLarge(ValueError):
+    """A line or a batch exceeds the documented limits."""
+
+
+def read_lines(stream: IO[bytes]) -> Iterator[Line]:
+    """Decode every non-blank line of ``stream``, in order."""
+    for number, raw in enumerate(_bounded_lines(stream), start=1):
+        text = raw.strip()
+        if not text:
+            continue
+        yield parse_line(number, text)
+
+
+def _bounded_lines(stream: IO[bytes]) -> Iterator[bytes]:
+    count = 0
+    while True:
+        raw = stream.readline(MAX_LINE_BYTES + 1)
+        if not raw:
+            return
+        count += 1
+        if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+            raise InputTooLarge(f"line {count}: longer than {MAX_LINE_BYTES} bytes")
+        if count > MAX_BATCH_LINES:
+            raise InputTooLarge(f"more than {MAX_BATCH_LINES} lines in one batch; split the file")
+        yield raw
+
+
+def parse_line(number: int, text: bytes) -> Line:
+    try:
+        return Line(number, text, decoder.decode(text), None)
+    except msgspec.ValidationError as error:
+        return Line(number, text, None, _explain(number, text, str(error)))
+    except msgspec.DecodeError as error:
+        return Line(number, text, None, _malformed(number, text, str(error)))
+
+
+def _malformed(number: int, text: bytes, message: str) -> Problem:
+    try:
+        text.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return Problem(number, None, f"not valid UTF-8 (byte {error.start + 1})")
+    detail = message.removeprefix("JSON is malformed: ")
+    return Problem(number, None, f"malformed JSON: {detail}")
+
+
+_AT = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
+_TYPE_WORDS = {
+    "int": "an integer",
+    "str": "a string",
+    "float": "a number",
+    "object": "an object",
+    "array": "a list",
+    "bool": "true or false",
+    "null": "null",
+    "datetime": "a timestamp",
+}
+
+
+def _explain(number: int, text: bytes, message: str) -> Problem:
+    match = _AT.match(message)
+    assert match is not None
+    message, path = match["message"], match["path"] or ""
+    raw = _loose(text)
+    segments = _segments(path, raw)
+    field = ".".join(str(s) for s in segments) or None
+
+    if m := re.match(r"Object contains unknown field `(.+)`", message):
+        field = ".".join([*map(str, segments), m[1]])
+        return Problem(number, field, "unknown field")
+    if m := re.match(r"Object missing required field `(.+)`", message):
+        field = ".".join([*map(str, segments), m[1]])
+        return Problem(number, field, "required field is missing")
+    if field == "type" and message.startswith("Invalid value"):
+        return Problem(
+            number, "type", f"unknown event type {_show(_at(raw, segments))}; "
+            f"expected one of {', '.join(TYPE_NAMES)}",
+        )
+    value = _at(raw, segments)
+    if "timezone" in message:
+        return Problem(
+            number, field, f"expected an RFC 3339 timestamp with a UTC offset, got {_show(value)}"
+        )
+    if "matching regex" in message:
+        return Problem(number, field, f"contains control characters or is malformed: {_show(value)}")
+    reason = re.sub(r"`(\w+)`", lambda t: _TYPE_WORDS.get(t[1], t[1]), message)
+    reason = reason[0].lower() + reason[1:]
+    if ", got" not in reason and value is not _MISSING:
+        reason += f", got {_show(value)}"
+    return Problem(number, field, reason)
+
+
+_MISSING = object()
+
+
+def _loose(text: bytes) -> Any:
+    try:
+        return msgspec.json.decode(text)
+    except msgspec.DecodeError:
+        return _MISSING
+
+
+def _segments(path: str, raw: Any) -> list[str | int]:
+    """Turn msgspec's ``.votes[...]`` into ``["votes", "nur-otan"]`` using the raw object."""
+    segments: list[str | int] = []
+    node = raw
+    for name, index in re.findall(r"\.([^.\[]+)|\[([^\]]*)\]", path):
+        if name:
+            segments.append(name)
+            node = node.get(name, _MISSING) if isinstance(node, dict) else _MISSING
+        elif index == "...":
+            key = _first_bad_key(node)
+            segments.append(key)
+            node = node.get(key, _MISSING) if isinstance(node, dict) else _MISSING
+        else:
+            segments.append(int(index))
+            node = node[int(index)] if isinstance(node, list) else _MISSING
+    return segments
+
+
+def _first_bad_key(mapping: Any) -> str:
+    # msgspec reports dict values as [...]; the only dicts here map ids to counts.
+    if isinstance(mapping, dict):
+        for key, value in mapping.items():
+            good = type(value) is int and 0 <= value <= MAX_COUNT
+            if not good or not key or any(ord(c) < 32 or ord(c) == 127 for c in key):
+                return key
+    return "..."
+
+
+def _at(raw: Any, segments: Iterable[str | int]) -> Any:
+    node = raw
+    for segment in segments:
+        if isinstance(node, dict) and isinstance(segment, str):
+            node = node.get(segment, _MISSING)
+        elif isinstance(node, list) and isinstance(segment, int) and segment < len(node):
+            node = node[segment]
+        else:
+            return _MISSING
+    return node
+
+
+def _show(value: Any) -> str:
+    if value is _MISSING:
+        return "nothing"
+    shown = msgspec.json.encode(value).decode()
+    return shown if len(shown) <= 60 else shown[:57] + "..."

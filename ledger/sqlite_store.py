@@ -1,0 +1,146 @@
+"""The embedded event store: eventsourcing's SQLite recorder, made append-only and batched."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
+
+from ledger.store import LedgerBusy, NewEntry, WriteSession, chunks
+from ledger.validation import Recorded
+
+_SQLITE_VARIABLES = 900  # stays under SQLITE_MAX_VARIABLE_NUMBER on every build
+
+
+class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
+    index_table = "ledger_index"
+
+    def construct_create_table_statements(self) -> list[str]:
+        events = self.events_table_name
+        refuse = "SELECT RAISE(ABORT, 'the ledger is append-only')"
+        return [
+            *super().construct_create_table_statements(),
+            f"CREATE TABLE IF NOT EXISTS {self.index_table} ("
+            "event_id TEXT PRIMARY KEY, digest TEXT NOT NULL, type TEXT NOT NULL, "
+            "election TEXT NOT NULL, station TEXT, position INTEGER NOT NULL UNIQUE, "
+            "recorded_at TEXT NOT NULL)",
+            *(
+                f"CREATE TRIGGER IF NOT EXISTS {table}_no_{verb.lower()} BEFORE {verb} ON {table} "
+                f"BEGIN {refuse}; END"
+                for table in (events, self.index_table)
+                for verb in ("UPDATE", "DELETE")
+            ),
+        ]
+
+    @contextmanager
+    def writing(self) -> Iterator[WriteSession]:
+        """One exclusive write transaction, committed only if the block succeeds."""
+        with self.datastore.get_connection(commit=True) as connection:
+            cursor = connection.cursor()
+            try:
+                cursor.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as error:
+                raise _busy_or(error) from error
+            try:
+                yield SQLiteWriteSession(self, cursor)
+                connection.commit()
+            except sqlite3.OperationalError as error:
+                connection.rollback()
+                raise _busy_or(error) from error
+            except BaseException:
+                connection.rollback()
+                raise
+
+    def _insert_events(
+        self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **_: Any
+    ) -> Sequence[int] | None:
+        # The library inserts row by row to learn each rowid. Under the write lock, with
+        # deletes refused by trigger, rowids are max+1, max+2, ... so one executemany will do.
+        c.execute(self.select_max_notification_id_statement)
+        first = (c.fetchone()[0] or 0) + 1
+        c.executemany(
+            self.insert_events_statement,
+            [
+                (
+                    s.originator_id.hex if isinstance(s.originator_id, UUID) else s.originator_id,
+                    s.originator_version,
+                    s.topic,
+                    s.state,
+                )
+                for s in stored_events
+            ],
+        )
+        return list(range(first, first + len(stored_events)))
+
+
+def _busy_or(error: sqlite3.OperationalError) -> Exception:
+    if "locked" in str(error) or "busy" in str(error):
+        return LedgerBusy("the ledger is locked by another writer; try again")
+    return error
+
+
+class SQLiteWriteSession(WriteSession):
+    def __init__(self, recorder: SQLiteLedgerRecorder, cursor: SQLiteCursor) -> None:
+        self.recorder = recorder
+        self.cursor = cursor
+
+    def _select_in(self, sql: str, keys: Sequence[Any]) -> list[Any]:
+        rows: list[Any] = []
+        for part in chunks(keys, _SQLITE_VARIABLES):
+            self.cursor.execute(sql.format(marks=",".join("?" * len(part))), list(part))
+            rows.extend(self.cursor.fetchall())
+        return rows
+
+    def first_versions(self, streams: Sequence[UUID]) -> dict[UUID, bytes]:
+        sql = (
+            f"SELECT originator_id, state FROM {self.recorder.events_table_name} "
+            "WHERE originator_version = 1 AND originator_id IN ({marks})"
+        )
+        rows = self._select_in(sql, [s.hex for s in streams])
+        return {UUID(row[0]): row[1] for row in rows}
+
+    def heads(self, streams: Sequence[UUID]) -> dict[UUID, int]:
+        sql = (
+            f"SELECT originator_id, MAX(originator_version) FROM "
+            f"{self.recorder.events_table_name} WHERE originator_id IN ({{marks}}) "
+            "GROUP BY originator_id"
+        )
+        rows = self._select_in(sql, [s.hex for s in streams])
+        return {UUID(row[0]): row[1] for row in rows}
+
+    def recorded(self, event_ids: Sequence[str]) -> dict[str, Recorded]:
+        sql = (
+            f"SELECT event_id, digest, type, election, station FROM {self.recorder.index_table} "
+            "WHERE event_id IN ({marks})"
+        )
+        return {
+            row[0]: Recorded(digest=row[1], type=row[2], election=row[3], station=row[4])
+            for row in self._select_in(sql, list(event_ids))
+        }
+
+    def last_recorded_at(self) -> datetime | None:
+        self.cursor.execute(
+            f"SELECT recorded_at FROM {self.recorder.index_table} ORDER BY position DESC LIMIT 1"
+        )
+        row = self.cursor.fetchone()
+        return datetime.fromisoformat(row[0]) if row else None
+
+    def insert(self, entries: Sequence[NewEntry], recorded_at: datetime) -> list[int]:
+        positions = list(
+            self.recorder._insert_events(self.cursor, [e.stored for e in entries]) or []
+        )
+        stamp = recorded_at.isoformat()
+        self.cursor.executemany(
+            f"INSERT INTO {self.recorder.index_table} VALUES (?,?,?,?,?,?,?)",
+            [
+                (e.event_id, e.digest, e.type, e.election, e.station, position, stamp)
+                for e, position in zip(entries, positions, strict=True)
+            ],
+        )
+        return positions

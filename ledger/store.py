@@ -1,0 +1,168 @@
+"""What both event-store backends share: streams, stored payloads and the write session.
+
+Each election, station and appeal is one stream (an aggregate in eventsourcing's terms):
+its first version defines it, later versions are what happened to it. Every event also
+gets an entry in the ledger index, keyed by its identity, which is what makes appends
+idempotent and lets a recount protocol name the protocol it supersedes.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID, uuid5
+
+import msgspec
+from eventsourcing.persistence import Mapper, StoredEvent, Transcoder
+from eventsourcing.utils import get_topic
+
+from ledger.events import (
+    AppealDecided,
+    AppealFiled,
+    ElectionDefined,
+    ElectionEvent,
+    Event,
+    ProtocolIssued,
+    ProtocolWithheld,
+    ResultAnnounced,
+    StationRegistered,
+)
+from ledger.validation import Recorded
+
+_NAMESPACE = UUID("6f1d3c52-8a4e-4c1b-9d0e-5b7f2a9c4e11")
+
+
+def election_stream(election: str) -> UUID:
+    return uuid5(_NAMESPACE, json.dumps(["election", election]))
+
+
+def station_stream(election: str, station: str) -> UUID:
+    return uuid5(_NAMESPACE, json.dumps(["station", election, station]))
+
+
+def appeal_stream(election: str, appeal: str) -> UUID:
+    return uuid5(_NAMESPACE, json.dumps(["appeal", election, appeal]))
+
+
+def stream_of(event: Event) -> UUID:
+    if isinstance(event, ElectionDefined | ResultAnnounced):
+        return election_stream(event.election)
+    if isinstance(event, StationRegistered | ProtocolIssued | ProtocolWithheld):
+        return station_stream(event.election, event.station)
+    if isinstance(event, AppealFiled | AppealDecided):
+        return appeal_stream(event.election, event.appeal)
+    raise TypeError(f"no stream for {type(event).__name__}")  # pragma: no cover
+
+
+class Entry(msgspec.Struct, frozen=True):
+    """One recorded event: the fact, where it sits, and when the ledger learnt it."""
+
+    originator_id: UUID
+    originator_version: int
+    event: ElectionEvent
+    recorded_at: datetime
+
+
+class Payload(msgspec.Struct, frozen=True):
+    recorded_at: datetime
+    event: ElectionEvent
+
+
+_payload_encoder = msgspec.json.Encoder()
+_payload_decoder = msgspec.json.Decoder(Payload)
+_TOPICS = {cls: get_topic(cls) for cls in ElectionEvent.__args__}
+
+
+def encode_payload(event: Event, recorded_at: datetime) -> bytes:
+    return _payload_encoder.encode(Payload(recorded_at=recorded_at, event=event))
+
+
+def decode_payload(state: bytes) -> Payload:
+    return _payload_decoder.decode(state)
+
+
+class LedgerMapper(Mapper):
+    """Stores entries as msgspec JSON instead of the library's default JSON transcoder."""
+
+    def to_stored_event(self, domain_event: Any) -> StoredEvent:
+        entry: Entry = domain_event
+        return StoredEvent(
+            originator_id=entry.originator_id,
+            originator_version=entry.originator_version,
+            topic=_TOPICS[type(entry.event)],
+            state=encode_payload(entry.event, entry.recorded_at),
+        )
+
+    def to_domain_event(self, stored_event: StoredEvent) -> Any:
+        payload = decode_payload(stored_event.state)
+        originator_id = stored_event.originator_id
+        return Entry(
+            originator_id=originator_id if isinstance(originator_id, UUID) else UUID(originator_id),
+            originator_version=stored_event.originator_version,
+            event=payload.event,
+            recorded_at=payload.recorded_at,
+        )
+
+
+class NullTranscoder(Transcoder):
+    """The mapper encodes with msgspec itself; the library's transcoder is never used."""
+
+    def encode(self, obj: Any) -> bytes:  # pragma: no cover
+        raise NotImplementedError
+
+    def decode(self, data: bytes) -> Any:  # pragma: no cover
+        raise NotImplementedError
+
+
+class NewEntry(msgspec.Struct, frozen=True):
+    """An event accepted into a batch, ready to be written."""
+
+    stored: StoredEvent
+    event_id: str
+    digest: str
+    type: str
+    election: str
+    station: str | None
+
+
+class LedgerBusy(RuntimeError):
+    """Another writer holds the ledger; the batch was not written and may be retried."""
+
+
+class WriteSession(ABC):
+    """Reads and writes inside one exclusive write transaction.
+
+    Everything read here is consistent with what will be written: no other writer can
+    append between the checks and the insert.
+    """
+
+    @abstractmethod
+    def first_versions(self, streams: Sequence[UUID]) -> dict[UUID, bytes]:
+        """The defining (version 1) payload of each stream that exists."""
+
+    @abstractmethod
+    def heads(self, streams: Sequence[UUID]) -> dict[UUID, int]:
+        """The current version of each stream that exists."""
+
+    @abstractmethod
+    def recorded(self, event_ids: Sequence[str]) -> dict[str, Recorded]:
+        """The index entries of the events with these identities."""
+
+    @abstractmethod
+    def last_recorded_at(self) -> datetime | None: ...
+
+    @abstractmethod
+    def insert(self, entries: Sequence[NewEntry], recorded_at: datetime) -> list[int]:
+        """Write the entries and their index rows; return their log positions."""
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

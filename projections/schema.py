@@ -1,0 +1,125 @@
+"""The read-model file: one SQLite database of history tables, fed only from the log.
+
+Every table keeps history rows stamped with ``occurred_at`` (valid time) and
+``recorded_at`` (ledger time), both as fixed-width UTC text so that ordering and ``<=``
+are plain string comparisons an index can serve. ``applied`` records the last log
+position folded in, written in the same transaction as the rows.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import sqlite_utils
+
+TABLES: dict[str, dict] = {
+    "applied": dict(
+        columns={"name": str, "position": int}, pk="name",
+    ),
+    "events": dict(
+        columns={"position": int, "event_id": str, "election": str, "type": str,
+                 "station": str, "occurred_at": str, "recorded_at": str, "payload": str},
+        pk="position",
+        indexes=[["election", "station", "position"], ["event_id"]],
+    ),
+    "elections": dict(
+        columns={"election": str, "name": str, "seats": int, "method": str,
+                 "threshold_pct": float, "threshold_base": str, "authority": str,
+                 "occurred_at": str, "recorded_at": str, "position": int},
+        pk="election",
+    ),
+    "choices": dict(
+        columns={"election": str, "choice": str, "name": str, "party": str, "ballot_order": int},
+        pk=("election", "choice"),
+    ),
+    "stations": dict(
+        columns={"election": str, "station": str, "region": str, "district": str,
+                 "registered_voters": int, "occurred_at": str, "recorded_at": str,
+                 "position": int},
+        pk=("election", "station"),
+        indexes=[["election", "region"], ["election", "district"]],
+    ),
+    "protocols": dict(
+        columns={"position": int, "event_id": str, "election": str, "station": str,
+                 "reported_by": str, "occurred_at": str, "recorded_at": str,
+                 "registered_voters": int, "ballots_issued": int, "ballots_cast": int,
+                 "invalid": int, "valid": int, "protocol_no": str, "document_sha256": str,
+                 "supersedes": str, "control_failures": str},
+        pk="position",
+        indexes=[["election", "reported_by", "occurred_at"], ["election", "station"],
+                 ["supersedes"], ["event_id"]],
+    ),
+    "protocol_votes": dict(
+        columns={"position": int, "choice": str, "votes": int},
+        pk=("position", "choice"),
+    ),
+    "withheld": dict(
+        columns={"position": int, "event_id": str, "election": str, "station": str,
+                 "requested_by": str, "reason": str, "occurred_at": str, "recorded_at": str},
+        pk="position",
+        indexes=[["election", "requested_by"]],
+    ),
+    "announcements": dict(
+        columns={"position": int, "event_id": str, "election": str, "authority": str,
+                 "stage": str, "scope": str, "occurred_at": str, "recorded_at": str,
+                 "turnout_pct": float, "votes": str, "seats": str},
+        pk="position",
+        indexes=[["election", "stage", "scope"]],
+    ),
+    "appeals": dict(
+        columns={"position": int, "event_id": str, "election": str, "appeal": str,
+                 "filed_by": str, "grounds": str, "demand": str, "stations": str,
+                 "occurred_at": str, "recorded_at": str},
+        pk="position",
+        indexes=[["election", "appeal"]],
+    ),
+    "decisions": dict(
+        columns={"position": int, "event_id": str, "election": str, "appeal": str,
+                 "decision": str, "remedy": str, "stations": str, "occurred_at": str,
+                 "recorded_at": str},
+        pk="position",
+        indexes=[["election", "appeal"]],
+    ),
+}
+
+
+def open_read_models(path: Path | str) -> sqlite_utils.Database:
+    """Open (creating if needed) the read-model file at ``path``."""
+    connection = sqlite3.connect(str(path), timeout=30, isolation_level=None)
+    # A rollback journal, not WAL: replay swaps in a rebuilt file, and a WAL file left
+    # beside the old one would be replayed into the new one.
+    connection.execute("PRAGMA journal_mode=DELETE")
+    connection.execute("PRAGMA synchronous=NORMAL")
+    db = sqlite_utils.Database(connection)
+    create_tables(db)
+    return db
+
+
+def create_tables(db: sqlite_utils.Database) -> None:
+    for name, spec in TABLES.items():
+        if db[name].exists():
+            continue
+        db[name].create(spec["columns"], pk=spec["pk"], if_not_exists=True)
+        for columns in spec.get("indexes", []):
+            db[name].create_index(columns, if_not_exists=True)
+
+
+def applied_position(db: sqlite_utils.Database) -> int:
+    row = db.execute("SELECT position FROM applied WHERE name = 'log'").fetchone()
+    return row[0] if row else 0
+
+
+@contextmanager
+def writing(db: sqlite_utils.Database) -> Iterator[sqlite3.Connection]:
+    """An exclusive transaction on the read-model file."""
+    connection = db.conn
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        yield connection
+        connection.execute("COMMIT")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise

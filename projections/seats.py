@@ -1,0 +1,277 @@
+"""Seat allocation: turn vote counts into seats, with exact arithmetic.
+
+Everything here is a pure function of its arguments, and every comparison is made
+on integers or :class:`fractions.Fraction`, never on binary floats, so the same
+votes always give the same seats on every machine.
+
+Methods (``METHODS``):
+
+- ``dhondt``, ``sainte_lague``, ``modified_sainte_lague``: highest averages. Each
+  seat goes to the largest quotient ``votes / divisor(seats already won)``, with
+  divisors 1, 2, 3, ... (D'Hondt), 1, 3, 5, ... (Sainte-Laguë) or 7/5, 3, 5, ...
+  (modified Sainte-Laguë).
+- ``hare``, ``droop``, ``hagenbach_bischoff``: largest remainder, over the sum V
+  of the votes of the parties that passed the threshold, with quota V/S (Hare),
+  floor(V/(S+1)) + 1 (Droop) or exactly V/(S+1) (Hagenbach-Bischoff). Each party
+  first gets floor(votes/quota) seats; the seats left go to the largest
+  remainders ``votes - quota * seats``. If there are more seats left than
+  parties (only possible with the Droop quota and fewer votes than seats), the
+  remainder round goes on: each further seat again goes to the largest
+  ``votes - quota * seats so far``, which cycles through the same ranking.
+- ``plurality``: the S choices with the most votes win one seat each (S=1 is
+  first-past-the-post).
+
+Threshold: a choice passes when ``votes * 100 >= threshold_pct * threshold_base``
+(exactly at the threshold passes). Only passing choices with more than zero votes
+take part in the allocation.
+
+Tie rule: when choices compete for the last seat(s) with equal quotient
+(divisor methods), remainder (largest remainder methods) or votes (plurality),
+the one with more votes wins; if their votes are equal too, the one earlier in
+ballot order wins. Each tie that the rule actually had to decide, meaning the
+tied choices straddle the cut-off, is reported in ``Allocation.ties``.
+
+Over-allocation: with the Hagenbach-Bischoff quota the automatic seats can add up
+to one more than S (for example, one party with all the votes). The excess is
+taken back one seat at a time from the party with the smallest remainder, with
+the tie rule reversed: fewer votes loses first, then later in ballot order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+
+METHODS = (
+    "dhondt",
+    "sainte_lague",
+    "modified_sainte_lague",
+    "hare",
+    "droop",
+    "hagenbach_bischoff",
+    "plurality",
+)
+
+_DIVISOR_METHODS = ("dhondt", "sainte_lague", "modified_sainte_lague")
+_QUOTA_METHODS = ("hare", "droop", "hagenbach_bischoff")
+
+TIE_RULE = "more votes, then ballot order"
+REVERSED_TIE_RULE = "fewer votes, then later in ballot order"
+
+# A candidate seat (or seat to give back): the value it is ranked by, and whose it is.
+_Entry = tuple[Fraction, str]
+
+
+@dataclass(frozen=True)
+class Allocation:
+    seats: dict[str, int]
+    passing: list[str]
+    method: str
+    threshold_votes: Fraction
+    ties: list[str]
+
+
+def passes_threshold(votes: int, threshold_pct: Fraction, base: int) -> bool:
+    """True when ``votes`` is at or over ``threshold_pct`` percent of ``base``."""
+    # Multiplying out keeps it in integers/Fractions: no division, no rounding.
+    return votes * 100 >= threshold_pct * base
+
+
+def allocate(
+    votes: Mapping[str, int],
+    seats: int,
+    method: str,
+    *,
+    threshold_pct: Fraction | int | float | str = 0,
+    threshold_base: int | None = None,
+    order: Sequence[str] | None = None,
+) -> Allocation:
+    """Allocate ``seats`` among the choices in ``votes`` by ``method``.
+
+    ``order`` is the ballot order (default: the order of ``votes``); it fixes the
+    order of the result and breaks the last ties. Choices in ``order`` but not in
+    ``votes`` have 0 votes; choices in ``votes`` but not in ``order`` are an error,
+    since they would silently vanish from the result.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; expected one of: {', '.join(METHODS)}")
+    if seats < 0:
+        raise ValueError(f"seats must not be negative, got {seats}")
+    order = list(votes) if order is None else list(order)
+    if len(set(order)) != len(order):
+        raise ValueError("order lists a choice more than once")
+    on_ballot = set(order)
+    if missing := [choice for choice in votes if choice not in on_ballot]:
+        raise ValueError(f"choices with votes but not in order: {missing!r}")
+    counts = {choice: votes.get(choice, 0) for choice in order}
+    if negative := {choice: n for choice, n in counts.items() if n < 0}:
+        raise ValueError(f"votes must not be negative: {negative!r}")
+
+    pct = _exact(threshold_pct)
+    if pct < 0:
+        raise ValueError(f"threshold_pct must not be negative, got {threshold_pct!r}")
+    base = sum(counts.values()) if threshold_base is None else threshold_base
+    passing = [choice for choice in order if passes_threshold(counts[choice], pct, base)]
+
+    result = dict.fromkeys(order, 0)
+    ties: list[str] = []
+    contenders = [choice for choice in passing if counts[choice] > 0]
+    if seats and contenders:
+        ranker = _Ranker(counts, order)
+        if method in _DIVISOR_METHODS:
+            won, ties = _highest_averages(counts, contenders, seats, method, ranker)
+        elif method in _QUOTA_METHODS:
+            won, ties = _largest_remainder(counts, contenders, seats, method, ranker)
+        else:
+            entries = [(Fraction(counts[choice]), choice) for choice in contenders]
+            winners, ties = ranker.take(entries, seats, "with {} votes")
+            won = dict.fromkeys(winners, 1)
+        result.update(won)
+
+    return Allocation(
+        seats=result,
+        passing=passing,
+        method=method,
+        threshold_votes=pct * base / 100,
+        ties=ties,
+    )
+
+
+def _exact(pct: Fraction | int | float | str) -> Fraction:
+    # Fraction(0.1) is 3602879701896397/36028797018963968; going through str()
+    # takes the number the caller wrote (0.1 -> 1/10), which is what they meant.
+    if isinstance(pct, float):
+        return Fraction(str(pct))
+    return Fraction(pct)
+
+
+def _divisor(method: str, won: int) -> Fraction:
+    if method == "dhondt":
+        return Fraction(won + 1)
+    if method == "modified_sainte_lague" and won == 0:
+        return Fraction(7, 5)
+    return Fraction(2 * won + 1)
+
+
+def _highest_averages(
+    counts: Mapping[str, int],
+    contenders: list[str],
+    seats: int,
+    method: str,
+    ranker: _Ranker,
+) -> tuple[dict[str, int], list[str]]:
+    # No party can win more than every seat, so `seats` quotients each suffice;
+    # ranking them all at once is the same as handing out seats one by one.
+    entries = [
+        (counts[choice] / _divisor(method, won), choice)
+        for choice in contenders
+        for won in range(seats)
+    ]
+    winners, ties = ranker.take(entries, seats, "on quotient {}")
+    return _tally(winners), ties
+
+
+def _largest_remainder(
+    counts: Mapping[str, int],
+    contenders: list[str],
+    seats: int,
+    method: str,
+    ranker: _Ranker,
+) -> tuple[dict[str, int], list[str]]:
+    total = sum(counts[choice] for choice in contenders)
+    if method == "hare":
+        quota = Fraction(total, seats)
+    elif method == "droop":
+        quota = Fraction(total // (seats + 1) + 1)
+    else:
+        quota = Fraction(total, seats + 1)
+
+    won = {choice: int(counts[choice] // quota) for choice in contenders}
+    left = seats - sum(won.values())
+    ties: list[str] = []
+    if left > 0:
+        # Ranking by votes - quota * (seats so far) for each further seat gives
+        # the textbook one-seat-per-remainder round, and keeps going sensibly in
+        # the rare case (Droop, tiny totals) where seats outnumber remainders.
+        entries = [
+            (counts[choice] - quota * (won[choice] + extra), choice)
+            for choice in contenders
+            for extra in range(left)
+        ]
+        winners, ties = ranker.take(entries, left, "on remainder {}")
+        for choice in winners:
+            won[choice] += 1
+    elif left < 0:
+        entries = [
+            (counts[choice] - quota * (won[choice] - back), choice)
+            for choice in contenders
+            for back in range(won[choice])
+        ]
+        losers, ties = ranker.take(entries, -left, "on remainder {}", reverse=True)
+        for choice in losers:
+            won[choice] -= 1
+    return won, ties
+
+
+def _tally(choices: list[str]) -> dict[str, int]:
+    counted: dict[str, int] = {}
+    for choice in choices:
+        counted[choice] = counted.get(choice, 0) + 1
+    return counted
+
+
+class _Ranker:
+    """Ranks entries by value, then by the tie rule, and reports decisive ties."""
+
+    def __init__(self, counts: Mapping[str, int], order: Sequence[str]) -> None:
+        self.counts = counts
+        self.position = {choice: index for index, choice in enumerate(order)}
+
+    def take(
+        self, entries: list[_Entry], n: int, tied_on: str, *, reverse: bool = False
+    ) -> tuple[list[str], list[str]]:
+        """The first ``n`` entries: highest value first, or lowest if ``reverse``."""
+
+        def key(entry: _Entry) -> tuple[Fraction, int, int]:
+            value, choice = entry
+            if reverse:
+                # Giving seats back: smallest value, then fewest votes, then latest on the ballot.
+                return (value, self.counts[choice], -self.position[choice])
+            return (-value, -self.counts[choice], self.position[choice])
+
+        ranked = sorted(entries, key=key)
+        chosen = [choice for _, choice in ranked[:n]]
+        # Equal values inside the chosen block (or outside it) decide nothing;
+        # only a tied group cut in two by the n-th place was settled by the rule.
+        if not 0 < n < len(ranked) or ranked[n - 1][0] != ranked[n][0]:
+            return chosen, []
+        cut = ranked[n][0]
+        tied = [choice for value, choice in ranked if value == cut]
+        picked = [choice for value, choice in ranked[:n] if value == cut]
+        return chosen, [self._sentence(tied, picked, tied_on.format(_show(cut)), reverse)]
+
+    def _sentence(self, tied: list[str], picked: list[str], tied_on: str, reverse: bool) -> str:
+        tied = sorted(tied, key=self.position.__getitem__)
+        picked = sorted(picked, key=self.position.__getitem__)
+        it = "it" if len(picked) == 1 else "them"
+        if reverse:
+            what = "seat taken back" if len(picked) == 1 else f"{len(picked)} seats taken back"
+            outcome = f"{_names(picked)} lost {it} by the tie rule ({REVERSED_TIE_RULE})"
+        else:
+            what = "last seat" if len(picked) == 1 else f"last {len(picked)} seats"
+            outcome = f"{_names(picked)} won {it} by the tie rule ({TIE_RULE})"
+        return f"{what}: {_names(tied)} tied {tied_on}; {outcome}"
+
+
+def _names(choices: list[str]) -> str:
+    quoted = [repr(choice) for choice in choices]
+    if len(quoted) == 1:
+        return quoted[0]
+    return f"{', '.join(quoted[:-1])} and {quoted[-1]}"
+
+
+def _show(value: Fraction) -> str:
+    if value.denominator == 1:
+        return str(value.numerator)
+    return f"{value} (about {float(value):.2f})"

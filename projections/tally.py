@@ -1,0 +1,336 @@
+"""Preliminary, final and parallel tallies as of any moment.
+
+A tally is two indexed SQL queries over history rows (the latest visible protocol per
+station, minus superseded ones) plus, for the final stage, the handful of appeals that
+decide which stations count. Nothing replays the log.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from projections.moment import Moment
+from projections.seats import allocate
+
+
+class QueryError(ValueError):
+    """The question cannot be answered as asked (unknown election, region, ...)."""
+
+
+@dataclass(frozen=True)
+class Election:
+    id: str
+    name: str
+    seats: int
+    method: str
+    threshold_pct: float
+    threshold_base: str
+    authority: str
+    choices: list[tuple[str, str, str | None]]  # (id, name, party) in ballot order
+
+    @property
+    def names(self) -> dict[str, str]:
+        return {choice: name for choice, name, _ in self.choices}
+
+
+def elections(db: Any) -> list[dict[str, Any]]:
+    return [
+        {"id": row[0], "name": row[1]}
+        for row in db.execute("SELECT election, name FROM elections ORDER BY position")
+    ]
+
+
+def load_election(db: Any, election: str | None) -> Election:
+    """The election asked for, or the only one the ledger holds."""
+    if election is None:
+        ids = [row[0] for row in db.execute("SELECT election FROM elections ORDER BY position")]
+        if not ids:
+            raise QueryError("the ledger holds no election yet; append an ElectionDefined event")
+        if len(ids) > 1:
+            raise QueryError(f"--election: the ledger holds {len(ids)} elections: {', '.join(ids)}")
+        election = ids[0]
+    row = db.execute(
+        "SELECT election, name, seats, method, threshold_pct, threshold_base, authority "
+        "FROM elections WHERE election = ?",
+        [election],
+    ).fetchone()
+    if row is None:
+        raise QueryError(f"--election: unknown election {election!r}")
+    choices = [
+        (r[0], r[1], r[2])
+        for r in db.execute(
+            "SELECT choice, name, party FROM choices WHERE election = ? ORDER BY ballot_order",
+            [election],
+        )
+    ]
+    return Election(*row, choices=choices)
+
+
+# The effective protocol of each station for one reporter: its latest visible protocol
+# (by occurred_at, ties by log position), leaving out any that a visible protocol supersedes.
+EFFECTIVE = """
+WITH superseded AS (
+    SELECT supersedes FROM protocols
+    WHERE election = :e AND supersedes IS NOT NULL AND occurred_at <= :t AND recorded_at <= :k
+),
+ranked AS (
+    SELECT position, station, occurred_at, supersedes,
+           ROW_NUMBER() OVER (
+               PARTITION BY station ORDER BY occurred_at DESC, position DESC
+           ) AS recency
+    FROM protocols
+    WHERE election = :e AND reported_by = :r AND occurred_at <= :t AND recorded_at <= :k
+      AND event_id NOT IN (SELECT supersedes FROM superseded)
+),
+effective AS (
+    SELECT ranked.position, ranked.station, ranked.occurred_at, ranked.supersedes,
+           stations.registered_voters
+    FROM ranked JOIN stations
+      ON stations.election = :e AND stations.station = ranked.station
+     AND stations.occurred_at <= :t AND stations.recorded_at <= :k
+    WHERE recency = 1
+      AND (:scope IS NULL OR stations.region = :scope OR stations.district = :scope)
+),
+counted AS (
+    SELECT * FROM effective
+    WHERE station NOT IN (SELECT value FROM json_each(:excluded))
+)
+"""
+
+
+@dataclass(frozen=True)
+class Exclusions:
+    """Stations the final tally leaves out, and why."""
+
+    contested: dict[str, list[str]]  # station -> pending appeals naming it
+    annulled: dict[str, str]  # station -> appeal whose decision annulled it
+    awaiting_recount: dict[str, str]  # station -> appeal whose recount is not yet in
+
+    @property
+    def stations(self) -> set[str]:
+        return set(self.contested) | set(self.annulled) | set(self.awaiting_recount)
+
+
+NO_EXCLUSIONS = Exclusions({}, {}, {})
+
+
+def tally(
+    db: Any,
+    election: Election,
+    moment: Moment,
+    *,
+    stage: str = "preliminary",
+    reporter: str | None = None,
+    scope: str | None = None,
+) -> dict[str, Any]:
+    reporter = reporter or election.authority
+    params: dict[str, Any] = {
+        "e": election.id, "t": moment.t, "k": moment.k, "r": reporter, "scope": scope,
+        "excluded": "[]",
+    }
+    if scope is not None and not db.execute(
+        "SELECT 1 FROM stations WHERE election = :e AND (region = :scope OR district = :scope)",
+        params,
+    ).fetchone():
+        raise QueryError(f"--scope: no station of {election.id!r} is in region {scope!r}")
+    exclusions = NO_EXCLUSIONS
+    if stage == "final":
+        exclusions = final_exclusions(db, election, moment, params)
+        params["excluded"] = json.dumps(sorted(exclusions.stations))
+
+    totals = db.execute(
+        EFFECTIVE + "SELECT COUNT(*), SUM(p.ballots_cast), SUM(p.invalid), "
+        "SUM(counted.registered_voters) FROM counted JOIN protocols p USING (position)",
+        params,
+    ).fetchone()
+    reporting, cast, invalid, registered = (value or 0 for value in totals)
+    votes = dict(
+        db.execute(
+            EFFECTIVE + "SELECT v.choice, SUM(v.votes) FROM counted "
+            "JOIN protocol_votes v USING (position) GROUP BY v.choice",
+            params,
+        ).fetchall()
+    )
+    order = [choice for choice, _, _ in election.choices]
+    votes = {choice: votes[choice] for choice in order if choice in votes}
+    stations_total = db.execute(
+        "SELECT COUNT(*) FROM stations WHERE election = :e AND occurred_at <= :t "
+        "AND recorded_at <= :k AND (:scope IS NULL OR region = :scope OR district = :scope)",
+        params,
+    ).fetchone()[0]
+    valid = sum(votes.values())
+    certified = _final_announcement(db, election, moment) is not None
+    base = valid if election.threshold_base == "valid" else cast
+    allocation = allocate(
+        votes, election.seats, election.method, threshold_pct=election.threshold_pct,
+        threshold_base=base, order=order,
+    )
+    result: dict[str, Any] = {
+        "election": election.id,
+        "stage": stage,
+        "reporter": reporter,
+        "scope": scope or "national",
+        **moment.describe(),
+        "votes": votes,
+        "names": election.names,
+        "shares": {c: round(100 * v / valid, 2) if valid else 0.0 for c, v in votes.items()},
+        "stations_reporting": reporting,
+        "stations_total": stations_total,
+        "registered_voters": registered,
+        "ballots_cast": cast,
+        "turnout_pct": round(100 * cast / registered, 2) if registered else None,
+        "valid_votes": valid,
+        "invalid": invalid,
+        "threshold_pct": election.threshold_pct,
+        "threshold_base": election.threshold_base,
+        "passing": allocation.passing,
+        "status": _status(stage, reporting, stations_total, certified, exclusions),
+        "certified": certified,
+        "contested": sorted(exclusions.contested),
+        "annulled": sorted(exclusions.annulled),
+        "awaiting_recount": sorted(exclusions.awaiting_recount),
+        "announced": _announced(db, election, moment, stage, scope, votes),
+    }
+    return result
+
+
+def seats(db: Any, election: Election, moment: Moment, **options: Any) -> dict[str, Any]:
+    """The seat allocation of a tally, by the election's method and threshold."""
+    counted = tally(db, election, moment, **options)
+    base = counted["valid_votes"] if election.threshold_base == "valid" else counted["ballots_cast"]
+    allocation = allocate(
+        counted["votes"], election.seats, election.method,
+        threshold_pct=election.threshold_pct, threshold_base=base,
+        order=[choice for choice, _, _ in election.choices],
+    )
+    return {
+        "election": election.id,
+        "stage": counted["stage"],
+        "reporter": counted["reporter"],
+        "scope": counted["scope"],
+        "as_of": counted["as_of"],
+        "known_at": counted["known_at"],
+        "method": election.method,
+        "seats_total": election.seats,
+        "seats": allocation.seats,
+        "names": election.names,
+        "votes": counted["votes"],
+        "threshold_pct": election.threshold_pct,
+        "threshold_base": election.threshold_base,
+        "threshold_votes": float(allocation.threshold_votes),
+        "passing": allocation.passing,
+        "ties": allocation.ties,
+        "status": counted["status"],
+        "stations_reporting": counted["stations_reporting"],
+        "stations_total": counted["stations_total"],
+    }
+
+
+def final_exclusions(
+    db: Any, election: Election, moment: Moment, params: dict[str, Any]
+) -> Exclusions:
+    """Which stations the final tally must leave out as of the moment, and why."""
+    visible = "election = :e AND occurred_at <= :t AND recorded_at <= :k"
+    appeals = db.execute(
+        f"SELECT appeal, stations FROM appeals WHERE {visible} ORDER BY position", params
+    ).fetchall()
+    latest: dict[str, tuple[str, str, str | None, str]] = {}
+    for appeal, decision, remedy, stations, occurred in db.execute(
+        f"SELECT appeal, decision, remedy, stations, occurred_at FROM decisions WHERE {visible} "
+        "ORDER BY occurred_at, position",
+        params,
+    ):
+        latest[appeal] = (decision, remedy, stations, occurred)
+    contested: dict[str, list[str]] = {}
+    annulled: dict[str, str] = {}
+    recount: dict[str, tuple[str, str]] = {}  # station -> (appeal, decided at)
+    for appeal, stations_json in appeals:
+        named = json.loads(stations_json or "[]")
+        if appeal not in latest:
+            for station in named:
+                contested.setdefault(station, []).append(appeal)
+            continue
+        decision, remedy, decided_json, decided_at = latest[appeal]
+        if decision not in ("upheld", "partially_upheld"):
+            continue
+        targets = json.loads(decided_json) if decided_json else None
+        for station in targets or named:
+            if remedy == "annul":
+                annulled[station] = appeal
+            elif remedy == "recount":
+                recount[station] = max((appeal, decided_at), recount.get(station, ("", "")),
+                                       key=lambda pair: pair[1])
+    awaiting = _awaiting_recount(db, params, recount)
+    return Exclusions(contested, annulled, awaiting)
+
+
+def _awaiting_recount(
+    db: Any, params: dict[str, Any], recount: dict[str, tuple[str, str]]
+) -> dict[str, str]:
+    """Recounted stations count again only once a superseding protocol dated after the
+    decision is visible."""
+    if not recount:
+        return {}
+    effective = {
+        station: (occurred, supersedes)
+        for station, occurred, supersedes in db.execute(
+            EFFECTIVE + "SELECT station, occurred_at, supersedes FROM effective "
+            "WHERE station IN (SELECT value FROM json_each(:only))",
+            {**params, "scope": None, "only": json.dumps(sorted(recount))},
+        )
+    }
+    awaiting = {}
+    for station, (appeal, decided_at) in recount.items():
+        occurred, supersedes = effective.get(station, (None, None))
+        if supersedes is None or occurred is None or occurred <= decided_at:
+            awaiting[station] = appeal
+    return awaiting
+
+
+def _final_announcement(db: Any, election: Election, moment: Moment) -> Any:
+    return db.execute(
+        "SELECT position FROM announcements WHERE election = ? AND authority = ? "
+        "AND stage = 'final' AND scope = 'national' AND occurred_at <= ? AND recorded_at <= ? "
+        "ORDER BY occurred_at DESC, position DESC LIMIT 1",
+        [election.id, election.authority, moment.t, moment.k],
+    ).fetchone()
+
+
+def _announced(
+    db: Any, election: Election, moment: Moment, stage: str, scope: str | None,
+    computed: dict[str, int],
+) -> dict[str, Any] | None:
+    row = db.execute(
+        "SELECT votes, occurred_at, turnout_pct FROM announcements WHERE election = ? "
+        "AND authority = ? AND stage = ? AND scope = ? AND occurred_at <= ? AND recorded_at <= ? "
+        "ORDER BY occurred_at DESC, position DESC LIMIT 1",
+        [election.id, election.authority, stage, scope or "national", moment.t, moment.k],
+    ).fetchone()
+    if row is None:
+        return None
+    announced = json.loads(row[0])
+    choices = list(dict.fromkeys([*announced, *computed]))
+    return {
+        "occurred_at": row[1],
+        "votes": announced,
+        "turnout_pct": row[2],
+        "difference": {
+            c: announced.get(c, 0) - computed.get(c, 0)
+            for c in choices
+            if announced.get(c, 0) != computed.get(c, 0)
+        },
+    }
+
+
+def _status(
+    stage: str, reporting: int, total: int, certified: bool, exclusions: Exclusions
+) -> str:
+    if stage == "final" and certified:
+        return "certified"
+    if stage == "final" and (exclusions.contested or exclusions.awaiting_recount):
+        return "contested"
+    if reporting == 0:
+        return "no results"
+    return "complete" if reporting >= total else "partial"
