@@ -29,7 +29,9 @@ class Failure(RuntimeError):
     """The environment failed (database unreachable, locked, unreadable): exit 1."""
 
 
-def open_ledger(location: Location, *, must_exist: bool = False) -> Ledger:
+@contextmanager
+def open_ledger(location: Location, *, must_exist: bool = False) -> Iterator[Ledger]:
+    """The ledger at ``location``, closed (connection pools and all) when done."""
     from eventsourcing.persistence import PersistenceError
 
     from ledger.application import Ledger
@@ -37,11 +39,15 @@ def open_ledger(location: Location, *, must_exist: bool = False) -> Ledger:
     if must_exist and not location.is_postgres and not Path(location.db).exists():
         raise BadInput(f"no ledger at {location.db}; append events first (ledger append FILE)")
     try:
-        return Ledger(location)
+        ledger = Ledger(location)
     except PersistenceError as error:
         raise Failure(_unreachable(location, error)) from None
     except sqlite3.DatabaseError as error:
         raise Failure(f"cannot open {location.describe()}: {error}") from None
+    try:
+        yield ledger
+    finally:
+        ledger.close()
 
 
 def _unreachable(location: Location, error: Exception) -> str:
@@ -75,8 +81,7 @@ def append(args: argparse.Namespace) -> int:
     if args.rejects and not args.skip_invalid:
         raise BadInput("--rejects goes with --skip-invalid")
     location = locate(args.db)
-    with _input(args.file) as stream:
-        ledger = open_ledger(location)
+    with _input(args.file) as stream, open_ledger(location) as ledger:
         try:
             appended = ledger.append(read_lines(stream), skip_invalid=args.skip_invalid)
         except BatchRejected as rejected:
@@ -90,10 +95,10 @@ def append(args: argparse.Namespace) -> int:
             return 2
         except LedgerBusy as busy:
             raise Failure(str(busy)) from None
-    outcome = appended.outcome
-    if args.rejects:
-        _write_rejects(Path(args.rejects), outcome)
-    caught_up = _refresh_read_models(location, ledger)
+        outcome = appended.outcome
+        if args.rejects:
+            _write_rejects(Path(args.rejects), outcome)
+        caught_up = _refresh_read_models(location, ledger)
     summary = {
         "appended": len(appended.positions),
         "first_position": appended.positions[0] if appended.positions else None,
@@ -110,7 +115,7 @@ def append(args: argparse.Namespace) -> int:
             if appended.positions else "")
     print(f"appended {summary['appended']} event(s){span}; "
           f"{outcome.already_recorded} already recorded (no-op); "
-          f"{len(outcome.flagged)} flagged by control checks"
+          f"{len({p.line for p in outcome.flagged})} flagged by control checks"
           + (f"; {summary['rejected']} rejected, see {args.rejects}" if args.rejects else ""))
     for problem in outcome.flagged[:MAX_PROBLEMS_SHOWN]:
         print(f"flagged (recorded as issued): {problem}", file=sys.stderr)
@@ -149,8 +154,8 @@ def replay(args: argparse.Namespace) -> int:
     from projections.apply import rebuild
 
     location = locate(args.db)
-    ledger = open_ledger(location, must_exist=True)
-    count = rebuild(location.read_models_path(), ledger)
+    with open_ledger(location, must_exist=True) as ledger:
+        count = rebuild(location.read_models_path(), ledger)
     print(f"rebuilt the read models from {count} event(s) into {location.read_models_path()}")
     return 0
 
@@ -162,10 +167,14 @@ def read_models(args: argparse.Namespace) -> Iterator[Any]:
     from projections.schema import open_read_models
 
     location = locate(args.db)
-    ledger = open_ledger(location, must_exist=True)
-    db = open_read_models(location.read_models_path())
+    with open_ledger(location, must_exist=True) as ledger:
+        db = open_read_models(location.read_models_path())
+        try:
+            catch_up(db, ledger)
+        except BaseException:
+            db.conn.close()
+            raise
     try:
-        catch_up(db, ledger)
         yield db
     finally:
         db.conn.close()

@@ -26,11 +26,16 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
     def __init__(self, datastore: Any, *, events_table_name: str = "stored_events") -> None:
         super().__init__(datastore, events_table_name=events_table_name)
         self.index_table = f"{events_table_name.removesuffix('_events')}_index"
+        tables = {"events": self.events_table_name, "index": self.index_table}
         names = {
             "schema": Identifier(self.datastore.schema),
-            "events": Identifier(self.events_table_name),
-            "index": Identifier(self.index_table),
             "refuse": Identifier(f"{self.index_table}_refuse_change"),
+            **{key: Identifier(table) for key, table in tables.items()},
+            **{
+                f"{key}_{verb}": Identifier(f"{table}_{verb}_refused")
+                for key, table in tables.items()
+                for verb in ("update", "delete", "truncate")
+            },
         }
         self.sql_create_statements.extend(
             SQL(statement).format(**names)
@@ -43,11 +48,12 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
                 "LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION "
                 "'the ledger is append-only: % on % refused', TG_OP, TG_TABLE_NAME; END $$",
                 *(
-                    f"CREATE OR REPLACE TRIGGER {{{table}}}_{verb}_refused BEFORE {verb} "
-                    f"ON {{schema}}.{{{table}}} FOR EACH {each} "
+                    f"CREATE OR REPLACE TRIGGER {{{key}_{verb}}} BEFORE {verb.upper()} "
+                    f"ON {{schema}}.{{{key}}} FOR EACH {each} "
                     "EXECUTE FUNCTION {schema}.{refuse}()"
-                    for table in ("events", "index")
-                    for verb, each in (("update", "ROW"), ("delete", "ROW"), ("truncate", "STATEMENT"))
+                    for key in tables
+                    for verb, each in (("update", "ROW"), ("delete", "ROW"),
+                                       ("truncate", "STATEMENT"))
                 ),
             )
         )

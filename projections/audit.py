@@ -181,8 +181,8 @@ def withheld(db: Any, moment: Moment, *, election: str | None = None) -> dict[st
         _compare(db, chosen, moment, requester)
         for requester in sorted({r["requested_by"] for r in refusals})
     ]
-    return {"election": chosen.id, **moment.describe(), "withheld": refusals,
-            "comparison": comparison}
+    return {"election": chosen.id, **moment.describe(), "comparison": comparison,
+            "withheld": refusals}
 
 
 def _choice_of(election: Election, requester: str) -> str | None:

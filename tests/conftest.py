@@ -1,0 +1,149 @@
+"""Shared fixtures: a real ledger on a real SQLite file, and on the real PostgreSQL server."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from ledger.cli import main
+
+PG_SERVER = os.environ.get("LEDGER_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+def postgres_available() -> str | None:
+    """None when the test server answers, else the reason it does not."""
+    try:
+        with psycopg.connect(PG_SERVER, connect_timeout=3) as connection:
+            connection.execute("SELECT 1")
+    except psycopg.Error as error:
+        return f"no PostgreSQL server answers at {PG_SERVER}: {str(error).strip()[:120]}"
+    return None
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+@dataclass
+class LedgerUnderTest:
+    """A ledger location plus a way to run the real CLI against it, in process."""
+
+    db: str
+    directory: Path
+    capsys: Any
+    backend: str
+
+    def run(self, *args: str, stdin: str | None = None) -> Result:
+        self.capsys.readouterr()
+        if stdin is not None:
+            path = self.directory / f"stdin-{uuid.uuid4().hex}.jsonl"
+            path.write_text(stdin)
+            args = tuple(str(path) if a == "-" else a for a in args)
+        code = main([*args, "--db", self.db])
+        captured = self.capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    def append(self, *events: dict[str, Any] | str, expect: int = 0) -> Result:
+        path = self.directory / f"batch-{uuid.uuid4().hex}.jsonl"
+        path.write_text("".join(
+            (e if isinstance(e, str) else json.dumps(e)) + "\n" for e in events
+        ))
+        result = self.run("append", str(path))
+        assert result.code == expect, result.err
+        return result
+
+    def query(self, *args: str) -> Any:
+        result = self.run(*args, "--format", "json")
+        assert result.code == 0, result.err
+        return result.json()
+
+    def stored_events(self) -> int:
+        """Counted in the event store itself, not through the ledger's own code."""
+        if self.backend == "sqlite":
+            import sqlite3
+
+            with sqlite3.connect(self.db) as connection:
+                return connection.execute("SELECT COUNT(*) FROM stored_events").fetchone()[0]
+        schema = self.db.rsplit("schema=", 1)[1]
+        with psycopg.connect(PG_SERVER) as connection:
+            return connection.execute(
+                f'SELECT COUNT(*) FROM "{schema}".ledger_events'
+            ).fetchone()[0]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest) -> str:
+    if request.param == "postgres" and (reason := postgres_available()):
+        pytest.skip(reason)
+    return request.param
+
+
+@pytest.fixture
+def ledger(
+    backend: str, tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[LedgerUnderTest]:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("LEDGER_DB", raising=False)
+    monkeypatch.setenv("LEDGER_READ_MODELS", str(tmp_path / "read-models.db"))
+    if backend == "sqlite":
+        yield LedgerUnderTest(str(tmp_path / "ledger.db"), tmp_path, capsys, backend)
+        return
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    yield LedgerUnderTest(f"{PG_SERVER}?schema={schema}", tmp_path, capsys, backend)
+    with psycopg.connect(PG_SERVER, autocommit=True) as connection:
+        connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+# A small night, numbers chosen by hand: two regions, three stations, four parties.
+E = "council-2030"
+
+
+def ev(kind: str, at: str, **fields: Any) -> dict[str, Any]:
+    return {"type": kind, "election": E, "occurred_at": f"2030-04-{at}+02:00", **fields}
+
+
+def definition(**overrides: Any) -> dict[str, Any]:
+    fields: dict[str, Any] = dict(
+        name="Council 2030", seats=5, threshold_pct=10.0, threshold_base="valid",
+        method="dhondt", authority="board",
+        choices=[{"id": "a", "name": "Party A"}, {"id": "b", "name": "Party B"},
+                 {"id": "c", "name": "Party C"}, {"id": "d", "name": "Party D"}],
+    )
+    fields.update(overrides)
+    return ev("ElectionDefined", "01T12:00:00", **fields)
+
+
+def station(name: str, region: str, registered: int) -> dict[str, Any]:
+    return ev("StationRegistered", "01T12:05:00", station=name, region=region,
+              registered_voters=registered)
+
+
+def protocol(name: str, at: str, votes: dict[str, int], *, by: str = "board", invalid: int = 0,
+             registered: int | None = None, **fields: Any) -> dict[str, Any]:
+    cast = sum(votes.values()) + invalid
+    return ev("ProtocolIssued", at, station=name, reported_by=by, registered_voters=registered,
+              ballots_issued=cast, ballots_cast=cast, invalid=invalid, votes=votes, **fields)
+
+
+@pytest.fixture
+def registered(ledger: LedgerUnderTest) -> LedgerUnderTest:
+    """A ledger holding the election and its stations n1 (North, 1000), n2 (North, 500),
+    s1 (South, 1500)."""
+    ledger.append(definition(), station("n1", "North", 1000), station("n2", "North", 500),
+                  station("s1", "South", 1500))
+    return ledger
