@@ -13,7 +13,6 @@ import psycopg
 import pytest
 
 from ledger.events import content_digest, decoder, normalised
-
 from tests.conftest import PG_SERVER, LedgerUnderTest, definition, ev, protocol, station
 
 EVERY_TYPE = [

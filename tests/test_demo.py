@@ -1,0 +1,48 @@
+"""The demo tells the Kazakhstan 2007 story, reproducibly and close to the official figures."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from ledger.demo import OFFICIAL_SHARES, scenario
+
+
+def _ledger(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "ledger", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_the_scenario_is_reproducible() -> None:
+    assert scenario(300) == scenario(300)
+    assert scenario(300, seed=1) != scenario(300)
+
+
+def test_the_demo_runs_and_its_numbers_hold(tmp_path: Path) -> None:
+    result = _ledger("demo", "--dir", "kz", "--stations", "1500", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    for heading in ("The preliminary tally as of 2007-08-18T22:00:00+06:00",
+                    "The final tally, certified", "Seats: 98 by Hare",
+                    "Withheld versus copied"):
+        assert heading in result.stdout
+    db = str(tmp_path / "kz" / "ledger.db")
+    final = json.loads(_ledger("tally", "--stage", "final", "--format", "json", "--db", db,
+                               cwd=tmp_path).stdout)
+    assert final["status"] == "certified" and final["stations_reporting"] == 1500
+    for party, share in OFFICIAL_SHARES.items():
+        assert abs(final["shares"][party] - share) < 0.6, (party, final["shares"][party])
+    seats = json.loads(_ledger("seats", "--stage", "final", "--format", "json", "--db", db,
+                               cwd=tmp_path).stdout)
+    assert {k: v for k, v in seats["seats"].items() if v} == {"nur-otan": 98}
+    withheld = json.loads(_ledger("withheld", "--format", "json", "--db", db,
+                                  cwd=tmp_path).stdout)
+    (osdp,) = withheld["comparison"]
+    # 184 Astana stations: copies from two thirds, refusals at the rest, where OSDP did best.
+    assert (osdp["stations_copied"], osdp["stations_withheld"]) == (122, 62)
+    assert osdp["official_share_where_withheld_pct"] > osdp["official_share_where_copied_pct"]
+    pending = json.loads(_ledger("tally", "--stage", "final", "--as-of",
+                                 "2007-08-22T12:00:00+06:00", "--format", "json", "--db", db,
+                                 cwd=tmp_path).stdout)
+    assert pending["status"] == "contested" and len(pending["contested"]) == 12

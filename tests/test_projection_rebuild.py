@@ -1,0 +1,89 @@
+"""Incremental catch-up and a rebuild from scratch must give identical read models."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ledger.application import Ledger
+from ledger.config import locate
+from ledger.reader import read_lines
+from projections.apply import catch_up, rebuild
+from projections.schema import TABLES, open_read_models
+from tests.conftest import definition, ev, protocol, station
+
+STATIONS = ["n1", "n2", "s1"]
+times = st.integers(min_value=0, max_value=5 * 24 * 60)
+
+
+def _at(minutes: int) -> str:
+    day, rest = divmod(minutes, 24 * 60)
+    return f"{day + 7:02d}T{rest // 60:02d}:{rest % 60:02d}:00"
+
+
+@st.composite
+def nights(draw: st.DrawFn) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = [definition(), *(station(s, "R", 1000) for s in STATIONS)]
+    protocols: list[str] = []
+    appeals: list[str] = []
+    for index in range(draw(st.integers(min_value=1, max_value=25))):
+        kind = draw(st.sampled_from(["protocol", "protocol", "withheld", "appeal", "decision"]))
+        at, where = _at(draw(times)), draw(st.sampled_from(STATIONS))
+        if kind == "protocol":
+            votes = {c: draw(st.integers(0, 400)) for c in "abcd"}
+            supersedes = draw(st.sampled_from([None, *protocols])) if protocols else None
+            fields = {"supersedes": supersedes} if supersedes else {}
+            event_id = f"p{index}"
+            events.append(protocol(where, at, votes, by=draw(st.sampled_from(["board", "watch"])),
+                                   event_id=event_id, **fields))
+            protocols.append(event_id)
+        elif kind == "withheld":
+            events.append(ev("ProtocolWithheld", at, station=where, requested_by="watch"))
+        elif kind == "appeal":
+            appeals.append(f"x{index}")
+            events.append(ev("AppealFiled", at, appeal=appeals[-1], filed_by="watch",
+                             stations=[where], grounds="g",
+                             demand=draw(st.sampled_from(["recount", "annul"]))))
+        elif appeals:
+            events.append(ev("AppealDecided", at, appeal=draw(st.sampled_from(appeals)),
+                             decision=draw(st.sampled_from(["upheld", "rejected"])),
+                             remedy=draw(st.sampled_from(["recount", "annul", "none"]))))
+    return events
+
+
+def _dump(path: Path) -> dict[str, list[tuple[Any, ...]]]:
+    db = open_read_models(path)
+    try:
+        return {t: db.execute(f"SELECT * FROM {t} ORDER BY 1, 2").fetchall() for t in TABLES}
+    finally:
+        db.conn.close()
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(events=nights(), cuts=st.lists(st.integers(min_value=1, max_value=30), max_size=6))
+def test_catching_up_in_any_chunks_equals_a_rebuild(
+    events: list[dict[str, Any]], cuts: list[int]
+) -> None:
+    with tempfile.TemporaryDirectory() as directory:
+        root = Path(directory)
+        ledger = Ledger(locate(str(root / "ledger.db")))
+        incremental = open_read_models(root / "incremental.db")
+        try:
+            bounds = sorted({0, len(events), *(c for c in cuts if c < len(events))})
+            for start, stop in itertools.pairwise(bounds):
+                text = "".join(json.dumps(e) + "\n" for e in events[start:stop])
+                ledger.append(read_lines(io.BytesIO(text.encode())), skip_invalid=True)
+                catch_up(incremental, ledger)
+            incremental.conn.close()
+            rebuilt_count = rebuild(root / "rebuilt.db", ledger)
+            assert rebuilt_count == ledger.head()
+            assert _dump(root / "incremental.db") == _dump(root / "rebuilt.db")
+        finally:
+            ledger.close()
