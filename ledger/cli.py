@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import IO, NoReturn
 
 from ledger import commands
+from ledger.checkpoint import BadCheckpoint
 from ledger.config import BadLocation
 from ledger.reader import InputTooLarge
 from ledger.render import FORMATS
@@ -96,6 +97,31 @@ def build_parser() -> Parser:
     _query_options(p)
     p = command("appeals", "appeals and their outcomes", "ledger appeals", commands.appeals)
     _query_options(p)
+    p = command("checkpoint", "print a checkpoint (tree size and root hash) to publish or keep; "
+                "it is also recorded in the ledger", "ledger checkpoint --key cec.key > night.ckpt",
+                commands.checkpoint)
+    p.add_argument("--key", metavar="FILE", help="sign it with this Ed25519 private key")
+    p.add_argument("--name", metavar="NAME", help="the signer's name in the note "
+                   "(default: the log's origin)")
+    p = command("verify", "recompute every hash from the stored events; exit 0 only if the log "
+                "is intact and extends the checkpoint",
+                "ledger verify --checkpoint night.ckpt --public-key cec.pub", commands.verify)
+    p.add_argument("--checkpoint", metavar="FILE")
+    p.add_argument("--public-key", metavar="FILE", help="require the checkpoint's signature by "
+                   "this Ed25519 public key")
+    p = command("prove", "print an inclusion proof (JSON) that one event is in the log",
+                "ledger prove n1-board --checkpoint night.ckpt > n1.proof", commands.prove)
+    p.add_argument("event_id", metavar="EVENT_ID")
+    p.add_argument("--checkpoint", metavar="FILE", help="prove against this checkpoint's tree")
+    p = command("check-proof", "verify an inclusion proof offline, without the ledger",
+                "ledger check-proof n1.proof --checkpoint night.ckpt --public-key cec.pub",
+                commands.check_proof)
+    p.add_argument("proof", metavar="PROOF")
+    p.add_argument("--checkpoint", metavar="FILE")
+    p.add_argument("--public-key", metavar="FILE")
+    p = command("keygen", "make an Ed25519 key pair for signing checkpoints",
+                "ledger keygen cec  (writes cec.key and cec.pub)", commands.keygen)
+    p.add_argument("prefix", metavar="PREFIX")
     p = command("demo", "build the Kazakhstan 2007 scenario in a fresh ledger and show it",
                 "ledger demo --dir /tmp/kz2007", commands.demo)
     p.add_argument("--dir", metavar="DIR", help="where to build it (default: ./ledger-demo)")
@@ -122,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return args.run(args)
-    except (commands.BadInput, BadLocation, InputTooLarge, UsageError) as error:
+    except (commands.BadInput, BadLocation, BadCheckpoint, InputTooLarge, UsageError) as error:
         return fail(str(error), 2)
     except commands.Failure as error:
         return fail(str(error), 1)

@@ -293,6 +293,110 @@ def appeals(args: argparse.Namespace) -> int:
     return _print({"appeals": result}, args.format, rows=result)
 
 
+def checkpoint(args: argparse.Namespace) -> int:
+    from ledger.checkpoint import load_private_key, sign
+    from ledger.integrity import checkpoint_of
+    from ledger.store import utc_now
+
+    key = load_private_key(Path(args.key)) if args.key else None
+    with open_ledger(locate(args.db), must_exist=True) as ledger:
+        tree = ledger.recorder.tree()
+        note = checkpoint_of(tree)
+        if key is not None:
+            note = sign(note, key, args.name or note.origin)
+        tree.record_checkpoint(note.size, note.root, utc_now().isoformat(), note.text())
+    sys.stdout.write(note.text())
+    return 0
+
+
+def verify(args: argparse.Namespace) -> int:
+    from ledger.checkpoint import BadCheckpoint, load_public_key, read_checkpoint
+    from ledger.checkpoint import verify_signature as verify_note
+    from ledger.integrity import IntegrityFailure
+    from ledger.integrity import verify as verify_log
+
+    note = read_checkpoint(Path(args.checkpoint)) if args.checkpoint else None
+    if args.public_key and note is None:
+        raise BadInput("--public-key needs --checkpoint FILE to check a signature on")
+    signer = None
+    if note is not None and args.public_key:
+        try:
+            signer = verify_note(note, load_public_key(Path(args.public_key)))
+        except BadCheckpoint as error:
+            return _broken(f"checkpoint {args.checkpoint}: {error}")
+    with open_ledger(locate(args.db), must_exist=True) as ledger:
+        try:
+            verified = verify_log(ledger.recorder, ledger.recorder.tree(), note)
+        except IntegrityFailure as failure:
+            return _broken(str(failure))
+    import base64
+
+    message = f"ok: {verified.size} events intact, root {base64.b64encode(verified.root).decode()}"
+    if note is not None:
+        message += f"; extends the checkpoint of {note.size} events"
+        message += f", signed by {signer}" if signer else " (signature not checked)"
+    print(message)
+    return 0
+
+
+def _broken(message: str) -> int:
+    print(f"ledger verify: FAILED: {message}", file=sys.stderr)
+    return 1
+
+
+def prove(args: argparse.Namespace) -> int:
+    from ledger.checkpoint import read_checkpoint
+    from ledger.integrity import IntegrityFailure, inclusion_proof
+
+    note = read_checkpoint(Path(args.checkpoint)) if args.checkpoint else None
+    with open_ledger(locate(args.db), must_exist=True) as ledger:
+        try:
+            proof = inclusion_proof(ledger.recorder, ledger.recorder.tree(), args.event_id, note)
+        except LookupError as error:
+            raise BadInput(str(error).strip('"')) from None
+        except IntegrityFailure as failure:
+            return _broken(str(failure))
+    print(as_json(proof))
+    return 0
+
+
+def check_proof(args: argparse.Namespace) -> int:
+    from ledger.checkpoint import load_public_key, read_checkpoint, verify_signature
+    from ledger.integrity import check_proof as check
+    from ledger.merkle import ProofError
+
+    try:
+        proof = msgspec.json.decode(Path(args.proof).read_bytes())
+    except (OSError, msgspec.DecodeError) as error:
+        raise BadInput(f"{args.proof}: not a readable proof ({error})") from None
+    note = read_checkpoint(Path(args.checkpoint)) if args.checkpoint else None
+    if args.public_key:
+        if note is None:
+            raise BadInput("--public-key needs --checkpoint FILE to check a signature on")
+        verify_signature(note, load_public_key(Path(args.public_key)))
+    try:
+        entry = check(proof, note)
+    except ProofError as error:
+        print(f"ledger check-proof: FAILED: {error}", file=sys.stderr)
+        return 1
+    header = entry.split(b"\n", 4)
+    anchor = "the checkpoint" if note else "the root in the proof (no checkpoint given)"
+    print(f"ok: the event at position {header[1].decode()} is leaf {proof['leaf_index']} of "
+          f"the log of {proof['tree_size']} events, under {anchor}")
+    return 0
+
+
+def keygen(args: argparse.Namespace) -> int:
+    from ledger.checkpoint import generate_key_pair
+
+    prefix = Path(args.prefix)
+    if prefix.with_suffix(".key").exists():
+        raise BadInput(f"{prefix.with_suffix('.key')} exists; not overwriting a key")
+    secret, public = generate_key_pair(prefix)
+    print(f"wrote {secret} (keep it secret) and {public} (publish it)")
+    return 0
+
+
 def demo(args: argparse.Namespace) -> int:
     from ledger.demo import run
 

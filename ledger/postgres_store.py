@@ -16,17 +16,21 @@ from uuid import UUID
 import psycopg
 from eventsourcing.persistence import OperationalError
 from eventsourcing.postgres import PostgresApplicationRecorder
-from psycopg.sql import SQL, Identifier
+from psycopg.sql import SQL, Composed, Identifier
 
-from ledger.store import LedgerBusy, NewEntry, WriteSession
+from ledger.store import LedgerBusy, MissingNode, NewEntry, Tree, WriteSession
 from ledger.validation import Recorded
 
 
 class PostgresLedgerRecorder(PostgresApplicationRecorder):
     def __init__(self, datastore: Any, *, events_table_name: str = "stored_events") -> None:
         super().__init__(datastore, events_table_name=events_table_name)
-        self.index_table = f"{events_table_name.removesuffix('_events')}_index"
-        tables = {"events": self.events_table_name, "index": self.index_table}
+        prefix = events_table_name.removesuffix("_events")
+        self.index_table = f"{prefix}_index"
+        self.merkle_table = f"{prefix}_merkle"
+        self.checkpoints_table = f"{prefix}_checkpoints"
+        tables = {"events": self.events_table_name, "index": self.index_table,
+                  "merkle": self.merkle_table, "checkpoints": self.checkpoints_table}
         names = {
             "schema": Identifier(self.datastore.schema),
             "refuse": Identifier(f"{self.index_table}_refuse_change"),
@@ -43,7 +47,11 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
                 "CREATE TABLE IF NOT EXISTS {schema}.{index} ("
                 "event_id text PRIMARY KEY, digest text NOT NULL, type text NOT NULL, "
                 "election text NOT NULL, station text, position bigint NOT NULL UNIQUE, "
-                "recorded_at timestamptz NOT NULL)",
+                "recorded_at timestamptz NOT NULL, leaf bigint NOT NULL UNIQUE)",
+                "CREATE TABLE IF NOT EXISTS {schema}.{merkle} (level smallint NOT NULL, "
+                "idx bigint NOT NULL, hash bytea NOT NULL, PRIMARY KEY (level, idx))",
+                "CREATE TABLE IF NOT EXISTS {schema}.{checkpoints} (size bigint NOT NULL, "
+                "root bytea NOT NULL, issued_at text NOT NULL, note text NOT NULL)",
                 "CREATE OR REPLACE FUNCTION {schema}.{refuse}() RETURNS trigger "
                 "LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION "
                 "'the ledger is append-only: % on % refused', TG_OP, TG_TABLE_NAME; END $$",
@@ -57,6 +65,12 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
                 ),
             )
         )
+
+    def qualified(self, table: str) -> Composed:
+        return SQL("{0}.{1}").format(Identifier(self.datastore.schema), Identifier(table))
+
+    def tree(self) -> PostgresTree:
+        return PostgresTree(self)
 
     def create_table(self) -> None:
         with self.datastore.transaction(commit=True) as cursor:
@@ -84,9 +98,8 @@ class PostgresWriteSession(WriteSession):
         self.events = SQL("{0}.{1}").format(
             Identifier(recorder.datastore.schema), Identifier(recorder.events_table_name)
         )
-        self.index = SQL("{0}.{1}").format(
-            Identifier(recorder.datastore.schema), Identifier(recorder.index_table)
-        )
+        self.index = recorder.qualified(recorder.index_table)
+        self.merkle = recorder.qualified(recorder.merkle_table)
 
     def first_versions(self, streams: Sequence[UUID]) -> dict[UUID, bytes]:
         self.cursor.execute(
@@ -131,15 +144,93 @@ class PostgresWriteSession(WriteSession):
         row = self.cursor.fetchone()
         return row["recorded_at"] if row else None
 
-    def insert(self, entries: Sequence[NewEntry], recorded_at: datetime) -> list[int]:
+    def tree_size(self) -> int:
+        self.cursor.execute(SQL("SELECT MAX(idx) AS top FROM {0} WHERE level = 0").format(self.merkle))
+        top = self.cursor.fetchone()["top"]
+        return 0 if top is None else top + 1
+
+    def read_node(self, level: int, index: int) -> bytes:
+        self.cursor.execute(
+            SQL("SELECT hash FROM {0} WHERE level = %s AND idx = %s").format(self.merkle),
+            (level, index),
+        )
+        return bytes(self.cursor.fetchone()["hash"])
+
+    def insert_nodes(self, nodes: Sequence[tuple[int, int, bytes]]) -> None:
+        self.cursor.executemany(
+            SQL("INSERT INTO {0} VALUES (%s, %s, %s)").format(self.merkle), nodes
+        )
+
+    def insert_events(
+        self, entries: Sequence[NewEntry], recorded_at: datetime, first_leaf: int
+    ) -> list[int]:
         stored = [e.stored for e in entries]
         self.recorder._insert_stored_events(self.cursor, stored)
         positions = list(self.recorder._fetch_ids_after_insert_events(self.cursor, stored) or [])
         self.cursor.executemany(
-            SQL("INSERT INTO {0} VALUES (%s,%s,%s,%s,%s,%s,%s)").format(self.index),
+            SQL("INSERT INTO {0} VALUES (%s,%s,%s,%s,%s,%s,%s,%s)").format(self.index),
             [
-                (e.event_id, e.digest, e.type, e.election, e.station, position, recorded_at)
-                for e, position in zip(entries, positions, strict=True)
+                (e.event_id, e.digest, e.type, e.election, e.station, position, recorded_at, leaf)
+                for leaf, (e, position) in enumerate(zip(entries, positions, strict=True),
+                                                     start=first_leaf)
             ],
         )
         return positions
+
+
+class PostgresTree(Tree):
+    def __init__(self, recorder: PostgresLedgerRecorder) -> None:
+        self.recorder = recorder
+        self.merkle = recorder.qualified(recorder.merkle_table)
+        self.index = recorder.qualified(recorder.index_table)
+        self.checkpoints = recorder.qualified(recorder.checkpoints_table)
+
+    def _rows(self, query: Composed, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        with self.recorder.datastore.transaction(commit=False) as cursor:
+            cursor.execute(query, params)
+            return cursor.fetchall()
+
+    def size(self) -> int:
+        top = self._rows(SQL("SELECT MAX(idx) AS top FROM {0} WHERE level = 0").format(self.merkle))
+        return 0 if top[0]["top"] is None else top[0]["top"] + 1
+
+    def read_node(self, level: int, index: int) -> bytes:
+        rows = self._rows(
+            SQL("SELECT hash FROM {0} WHERE level = %s AND idx = %s").format(self.merkle),
+            (level, index),
+        )
+        if not rows:
+            raise MissingNode(level, index)
+        return bytes(rows[0]["hash"])
+
+    def level(self, level: int, after: int, limit: int) -> list[tuple[int, bytes]]:
+        rows = self._rows(
+            SQL("SELECT idx, hash FROM {0} WHERE level = %s AND idx > %s ORDER BY idx LIMIT %s")
+            .format(self.merkle),
+            (level, after, limit),
+        )
+        return [(row["idx"], bytes(row["hash"])) for row in rows]
+
+    def levels(self) -> list[int]:
+        rows = self._rows(SQL("SELECT DISTINCT level FROM {0} ORDER BY level").format(self.merkle))
+        return [row["level"] for row in rows]
+
+    def locate(self, event_id: str) -> tuple[int, int] | None:
+        rows = self._rows(
+            SQL("SELECT position, leaf FROM {0} WHERE event_id = %s").format(self.index),
+            (event_id,),
+        )
+        return (rows[0]["position"], rows[0]["leaf"]) if rows else None
+
+    def record_checkpoint(self, size: int, root: bytes, issued_at: str, note: str) -> None:
+        with self.recorder.datastore.transaction(commit=True) as cursor:
+            cursor.execute(
+                SQL("INSERT INTO {0} VALUES (%s, %s, %s, %s)").format(self.checkpoints),
+                (size, root, issued_at, note),
+            )
+
+    def latest_checkpoint(self) -> tuple[int, bytes] | None:
+        rows = self._rows(
+            SQL("SELECT size, root FROM {0} ORDER BY size DESC LIMIT 1").format(self.checkpoints)
+        )
+        return (rows[0]["size"], bytes(rows[0]["root"])) if rows else None

@@ -12,7 +12,7 @@ from uuid import UUID
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
 
-from ledger.store import LedgerBusy, NewEntry, WriteSession, chunks
+from ledger.store import LedgerBusy, MissingNode, NewEntry, Tree, WriteSession, chunks
 from ledger.validation import Recorded
 
 _SQLITE_VARIABLES = 900  # stays under SQLITE_MAX_VARIABLE_NUMBER on every build
@@ -20,6 +20,7 @@ _SQLITE_VARIABLES = 900  # stays under SQLITE_MAX_VARIABLE_NUMBER on every build
 
 class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
     index_table = "ledger_index"
+    merkle_table = "ledger_merkle"
 
     def construct_create_table_statements(self) -> list[str]:
         events = self.events_table_name
@@ -29,14 +30,22 @@ class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
             f"CREATE TABLE IF NOT EXISTS {self.index_table} ("
             "event_id TEXT PRIMARY KEY, digest TEXT NOT NULL, type TEXT NOT NULL, "
             "election TEXT NOT NULL, station TEXT, position INTEGER NOT NULL UNIQUE, "
-            "recorded_at TEXT NOT NULL)",
+            "recorded_at TEXT NOT NULL, leaf INTEGER NOT NULL UNIQUE)",
+            f"CREATE TABLE IF NOT EXISTS {self.merkle_table} ("
+            "level INTEGER NOT NULL, idx INTEGER NOT NULL, hash BLOB NOT NULL, "
+            "PRIMARY KEY (level, idx)) WITHOUT ROWID",
+            "CREATE TABLE IF NOT EXISTS ledger_checkpoints ("
+            "size INTEGER NOT NULL, root BLOB NOT NULL, issued_at TEXT NOT NULL, note TEXT NOT NULL)",
             *(
                 f"CREATE TRIGGER IF NOT EXISTS {table}_no_{verb.lower()} BEFORE {verb} ON {table} "
                 f"BEGIN {refuse}; END"
-                for table in (events, self.index_table)
+                for table in (events, self.index_table, self.merkle_table, "ledger_checkpoints")
                 for verb in ("UPDATE", "DELETE")
             ),
         ]
+
+    def tree(self) -> SQLiteTree:
+        return SQLiteTree(self)
 
     @contextmanager
     def writing(self) -> Iterator[WriteSession]:
@@ -131,16 +140,95 @@ class SQLiteWriteSession(WriteSession):
         row = self.cursor.fetchone()
         return datetime.fromisoformat(row[0]) if row else None
 
-    def insert(self, entries: Sequence[NewEntry], recorded_at: datetime) -> list[int]:
+    def tree_size(self) -> int:
+        self.cursor.execute(f"SELECT MAX(idx) FROM {self.recorder.merkle_table} WHERE level = 0")
+        largest = self.cursor.fetchone()[0]
+        return 0 if largest is None else largest + 1
+
+    def read_node(self, level: int, index: int) -> bytes:
+        self.cursor.execute(
+            f"SELECT hash FROM {self.recorder.merkle_table} WHERE level = ? AND idx = ?",
+            (level, index),
+        )
+        return self.cursor.fetchone()[0]
+
+    def insert_nodes(self, nodes: Sequence[tuple[int, int, bytes]]) -> None:
+        self.cursor.executemany(
+            f"INSERT INTO {self.recorder.merkle_table} VALUES (?, ?, ?)", nodes
+        )
+
+    def insert_events(
+        self, entries: Sequence[NewEntry], recorded_at: datetime, first_leaf: int
+    ) -> list[int]:
         positions = list(
             self.recorder._insert_events(self.cursor, [e.stored for e in entries]) or []
         )
         stamp = recorded_at.isoformat()
         self.cursor.executemany(
-            f"INSERT INTO {self.recorder.index_table} VALUES (?,?,?,?,?,?,?)",
+            f"INSERT INTO {self.recorder.index_table} VALUES (?,?,?,?,?,?,?,?)",
             [
-                (e.event_id, e.digest, e.type, e.election, e.station, position, stamp)
-                for e, position in zip(entries, positions, strict=True)
+                (e.event_id, e.digest, e.type, e.election, e.station, position, stamp, leaf)
+                for leaf, (e, position) in enumerate(zip(entries, positions, strict=True),
+                                                     start=first_leaf)
             ],
         )
         return positions
+
+
+class SQLiteTree(Tree):
+    """The stored Merkle tree and log, read outside any write transaction."""
+
+    def __init__(self, recorder: SQLiteLedgerRecorder) -> None:
+        self.recorder = recorder
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        with self.recorder.datastore.transaction(commit=False) as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchall()
+
+    def size(self) -> int:
+        largest = self._rows(
+            f"SELECT MAX(idx) FROM {self.recorder.merkle_table} WHERE level = 0"
+        )[0][0]
+        return 0 if largest is None else largest + 1
+
+    def read_node(self, level: int, index: int) -> bytes:
+        rows = self._rows(
+            f"SELECT hash FROM {self.recorder.merkle_table} WHERE level = ? AND idx = ?",
+            (level, index),
+        )
+        if not rows:
+            raise MissingNode(level, index)
+        return rows[0][0]
+
+    def level(self, level: int, after: int, limit: int) -> list[tuple[int, bytes]]:
+        return [
+            (row[0], row[1])
+            for row in self._rows(
+                f"SELECT idx, hash FROM {self.recorder.merkle_table} "
+                "WHERE level = ? AND idx > ? ORDER BY idx LIMIT ?",
+                (level, after, limit),
+            )
+        ]
+
+    def levels(self) -> list[int]:
+        return [row[0] for row in self._rows(
+            f"SELECT DISTINCT level FROM {self.recorder.merkle_table} ORDER BY level"
+        )]
+
+    def locate(self, event_id: str) -> tuple[int, int] | None:
+        rows = self._rows(
+            f"SELECT position, leaf FROM {self.recorder.index_table} WHERE event_id = ?",
+            (event_id,),
+        )
+        return (rows[0][0], rows[0][1]) if rows else None
+
+    def record_checkpoint(self, size: int, root: bytes, issued_at: str, note: str) -> None:
+        with self.recorder.datastore.transaction(commit=True) as cursor:
+            cursor.execute(
+                "INSERT INTO ledger_checkpoints VALUES (?, ?, ?, ?)", (size, root, issued_at, note)
+            )
+
+    def latest_checkpoint(self) -> tuple[int, bytes] | None:
+        rows = self._rows("SELECT size, root FROM ledger_checkpoints ORDER BY size DESC LIMIT 1")
+        return (rows[0][0], rows[0][1]) if rows else None

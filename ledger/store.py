@@ -30,6 +30,7 @@ from ledger.events import (
     ResultAnnounced,
     StationRegistered,
 )
+from ledger.merkle import leaf_hash, new_nodes
 from ledger.validation import Recorded
 
 _NAMESPACE = UUID("6f1d3c52-8a4e-4c1b-9d0e-5b7f2a9c4e11")
@@ -128,6 +129,21 @@ class NewEntry(msgspec.Struct, frozen=True):
     station: str | None
 
 
+def entry_bytes(position: int, stored: StoredEvent) -> bytes:
+    """The canonical bytes of a recorded event: what its Merkle leaf commits to.
+
+    Position, stream, version, type and the stored payload (which holds ``recorded_at``):
+    everything that defines the entry, so that editing, moving or re-dating it changes the leaf.
+    """
+    originator = stored.originator_id
+    stream = originator.hex if isinstance(originator, UUID) else UUID(str(originator)).hex
+    header = f"election-ledger entry v1\n{position}\n{stream}\n{stored.originator_version}\n"
+    state = stored.state
+    # Bytes as stored; a tampered row may hold text instead, which must still hash, not crash.
+    payload = state.encode() if isinstance(state, str) else bytes(state)
+    return header.encode() + stored.topic.encode() + b"\n" + payload
+
+
 class LedgerBusy(RuntimeError):
     """Another writer holds the ledger; the batch was not written and may be retried."""
 
@@ -155,8 +171,65 @@ class WriteSession(ABC):
     def last_recorded_at(self) -> datetime | None: ...
 
     @abstractmethod
-    def insert(self, entries: Sequence[NewEntry], recorded_at: datetime) -> list[int]:
+    def insert_events(
+        self, entries: Sequence[NewEntry], recorded_at: datetime, first_leaf: int
+    ) -> list[int]:
         """Write the entries and their index rows; return their log positions."""
+
+    @abstractmethod
+    def tree_size(self) -> int:
+        """How many leaves the stored Merkle tree has."""
+
+    @abstractmethod
+    def read_node(self, level: int, index: int) -> bytes: ...
+
+    @abstractmethod
+    def insert_nodes(self, nodes: Sequence[tuple[int, int, bytes]]) -> None: ...
+
+    def insert(self, entries: Sequence[NewEntry], recorded_at: datetime) -> list[int]:
+        """Write the entries and extend the Merkle tree over them, in this transaction."""
+        size = self.tree_size()
+        positions = self.insert_events(entries, recorded_at, size)
+        leaves = [
+            leaf_hash(entry_bytes(position, e.stored))
+            for position, e in zip(positions, entries, strict=True)
+        ]
+        self.insert_nodes(new_nodes(size, leaves, self.read_node))
+        return positions
+
+
+class MissingNode(LookupError):
+    def __init__(self, level: int, index: int) -> None:
+        super().__init__(f"the stored tree has no node at level {level}, index {index}")
+        self.level, self.index = level, index
+
+
+class Tree(ABC):
+    """The stored Merkle tree, the index and the checkpoints, read outside a write."""
+
+    @abstractmethod
+    def size(self) -> int: ...
+
+    @abstractmethod
+    def read_node(self, level: int, index: int) -> bytes:
+        """The stored node; ``MissingNode`` if there is none."""
+
+    @abstractmethod
+    def level(self, level: int, after: int, limit: int) -> list[tuple[int, bytes]]:
+        """Up to ``limit`` stored nodes of ``level`` with index > ``after``, in index order."""
+
+    @abstractmethod
+    def levels(self) -> list[int]: ...
+
+    @abstractmethod
+    def locate(self, event_id: str) -> tuple[int, int] | None:
+        """The (position, leaf index) of the event with this identity."""
+
+    @abstractmethod
+    def record_checkpoint(self, size: int, root: bytes, issued_at: str, note: str) -> None: ...
+
+    @abstractmethod
+    def latest_checkpoint(self) -> tuple[int, bytes] | None: ...
 
 
 def utc_now() -> datetime:
