@@ -14,7 +14,7 @@ from ledger.config import Location
 from ledger.postgres_store import PostgresLedgerRecorder
 from ledger.reader import Line
 from ledger.sqlite_store import SQLiteLedgerRecorder
-from ledger.store import Entry, LedgerMapper, NullTranscoder, utc_now
+from ledger.store import LedgerMapper, NullTranscoder, Payload, decode_payload, utc_now
 
 CHUNK_LINES = 5_000
 
@@ -36,7 +36,7 @@ class Appended:
 @dataclass(frozen=True)
 class Logged:
     position: int
-    entry: Entry
+    entry: Payload
 
 
 class Ledger(Application):
@@ -76,16 +76,18 @@ class Ledger(Application):
         return Appended(planner.outcome, positions)
 
     def entries(self, after: int = 0, *, page: int = 5_000) -> Iterator[Logged]:
-        """Every recorded event after position ``after``, in log order."""
+        """Every recorded event after position ``after``, in log order: what projections read.
+
+        Reads only positions and payloads: building the library's notification objects (and
+        a UUID for each) would cost more than decoding the events themselves.
+        """
         while True:
-            notifications = self.recorder.select_notifications(
-                after, page, inclusive_of_start=False
-            )
-            for notification in notifications:
-                yield Logged(notification.id, self.mapper.to_domain_event(notification))
-            if len(notifications) < page:
+            rows = self.recorder.select_payloads(after, page)
+            for position, state in rows:
+                yield Logged(position, decode_payload(state))
+            if len(rows) < page:
                 return
-            after = notifications[-1].id
+            after = rows[-1][0]
 
     def head(self) -> int:
         """The position of the last recorded event (0 for an empty ledger)."""

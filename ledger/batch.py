@@ -79,8 +79,10 @@ class BatchState:
         for stream in missing:
             state = found.get(stream)
             self._definitions[stream] = decode_payload(state).event if state else None
-        streams = {stream_of(e) for e in events} - self._heads.keys()
-        self._heads.update(self.session.heads(list(streams)))
+        streams = list({stream_of(e) for e in events} - self._heads.keys())
+        found_heads = self.session.heads(streams)
+        for stream in streams:
+            self._heads[stream] = found_heads.get(stream, 0)
         ids = {self.identity(e) for e in events}
         ids.update(e.supersedes for e in events if isinstance(e, ProtocolIssued) and e.supersedes)
         missing_ids = [i for i in ids if i not in self._recorded]

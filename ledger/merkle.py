@@ -91,9 +91,7 @@ def _check_size(size: int) -> None:
         raise ValueError(f"tree size must not be negative, got {size}")
 
 
-def new_nodes(
-    size: int, leaf_hashes: Sequence[bytes], read: NodeReader
-) -> list[tuple[int, int, bytes]]:
+def new_nodes(size: int, leaf_hashes: Sequence[bytes], read: NodeReader) -> list[tuple[int, int, bytes]]:
     """The nodes ``(level, index, hash)`` that appending ``leaf_hashes`` to ``size`` leaves creates.
 
     Each node comes after both of its children and indices rise within a level, so the list can be
@@ -176,9 +174,7 @@ def inclusion_proof(index: int, size: int, read: NodeReader) -> list[bytes]:
 def consistency_proof(old_size: int, new_size: int, read: NodeReader) -> list[bytes]:
     """RFC 9162 ``PROOF(old_size, D[0:new_size])``; empty when the sizes are equal."""
     if not 0 < old_size <= new_size:
-        raise ValueError(
-            f"no consistency proof from {old_size} to {new_size} leaves: need 0 < old <= new"
-        )
+        raise ValueError(f"no consistency proof from {old_size} to {new_size} leaves: need 0 < old <= new")
     path: list[bytes] = []
     lo, hi = 0, new_size
     # RFC 9162 SUBPROOF's flag b: while the old tree is a left-aligned prefix of [lo, hi) its root
@@ -206,9 +202,7 @@ def _check_proof_elements(proof: Sequence[bytes]) -> None:
             raise ProofError(f"proof element {i} is {len(element)} bytes, expected {HASH_SIZE}")
 
 
-def verify_inclusion(
-    leaf: bytes, index: int, size: int, proof: Sequence[bytes], root: bytes
-) -> None:
+def verify_inclusion(leaf: bytes, index: int, size: int, proof: Sequence[bytes], root: bytes) -> None:
     """Check that leaf hash ``leaf`` is at ``index`` in the ``size``-leaf tree with ``root``."""
     if index < 0 or size < 0:
         raise ProofError(f"leaf index {index} and tree size {size} must not be negative")
@@ -233,9 +227,7 @@ def verify_inclusion(
     if sn != 0:
         raise ProofError(f"proof is too short for leaf {index} of a tree of {size} leaves")
     if r != root:
-        raise ProofError(
-            f"leaf {index} and the proof do not lead to the given root of {size} leaves"
-        )
+        raise ProofError(f"leaf {index} and the proof do not lead to the given root of {size} leaves")
 
 
 def verify_consistency(
@@ -275,13 +267,9 @@ def verify_consistency(
     if sn != 0:
         raise ProofError(f"proof from {old_size} to {new_size} leaves is too short")
     if fr != old_root:
-        raise ProofError(
-            f"proof does not lead to the given root of the old tree ({old_size} leaves)"
-        )
+        raise ProofError(f"proof does not lead to the given root of the old tree ({old_size} leaves)")
     if sr != new_root:
-        raise ProofError(
-            f"proof does not lead to the given root of the new tree ({new_size} leaves)"
-        )
+        raise ProofError(f"proof does not lead to the given root of the new tree ({new_size} leaves)")
 
 
 class MemoryTree:

@@ -69,6 +69,15 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
     def qualified(self, table: str) -> Composed:
         return SQL("{0}.{1}").format(Identifier(self.datastore.schema), Identifier(table))
 
+    def select_payloads(self, after: int, limit: int) -> list[tuple[int, bytes]]:
+        with self.datastore.transaction(commit=False) as cursor:
+            cursor.execute(
+                SQL("SELECT notification_id, state FROM {0} WHERE notification_id > %s "
+                    "ORDER BY notification_id LIMIT %s").format(self.qualified(self.events_table_name)),
+                (after, limit),
+            )
+            return [(row["notification_id"], bytes(row["state"])) for row in cursor.fetchall()]
+
     def tree(self) -> PostgresTree:
         return PostgresTree(self)
 

@@ -44,6 +44,15 @@ class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
             ),
         ]
 
+    def select_payloads(self, after: int, limit: int) -> list[tuple[int, bytes]]:
+        with self.datastore.transaction(commit=False) as cursor:
+            cursor.execute(
+                f"SELECT rowid, state FROM {self.events_table_name} WHERE rowid > ? "
+                "ORDER BY rowid LIMIT ?",
+                (after, limit),
+            )
+            return [(row[0], row[1]) for row in cursor.fetchall()]
+
     def tree(self) -> SQLiteTree:
         return SQLiteTree(self)
 

@@ -8,10 +8,10 @@ idempotent and lets a recount protocol name the protocol it supersedes.
 
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 from uuid import UUID, uuid5
 
@@ -36,16 +36,21 @@ from ledger.validation import Recorded
 _NAMESPACE = UUID("6f1d3c52-8a4e-4c1b-9d0e-5b7f2a9c4e11")
 
 
+# Ids cannot contain control characters, so the unit separator keeps the names unambiguous;
+# streams are looked up several times per line, hence the caches.
+@lru_cache(maxsize=1 << 20)
 def election_stream(election: str) -> UUID:
-    return uuid5(_NAMESPACE, json.dumps(["election", election]))
+    return uuid5(_NAMESPACE, f"election\x1f{election}")
 
 
+@lru_cache(maxsize=1 << 20)
 def station_stream(election: str, station: str) -> UUID:
-    return uuid5(_NAMESPACE, json.dumps(["station", election, station]))
+    return uuid5(_NAMESPACE, f"station\x1f{election}\x1f{station}")
 
 
+@lru_cache(maxsize=1 << 16)
 def appeal_stream(election: str, appeal: str) -> UUID:
-    return uuid5(_NAMESPACE, json.dumps(["appeal", election, appeal]))
+    return uuid5(_NAMESPACE, f"appeal\x1f{election}\x1f{appeal}")
 
 
 def stream_of(event: Event) -> UUID:

@@ -44,7 +44,9 @@ class Log(Protocol):
 
 def stamp(moment: datetime) -> str:
     """Fixed-width UTC text: comparing two stamps as strings compares the instants."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def catch_up(db: Any, log: Log) -> int:

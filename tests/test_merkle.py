@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import random
-import sys
 from collections.abc import Callable, Sequence
 from functools import cache
 from pathlib import Path
@@ -18,19 +17,11 @@ from typing import Any
 
 import pytest
 
-try:
-    from ledger import merkle
-except ModuleNotFoundError:  # not installed: use the checkout this file belongs to
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from ledger import merkle
+from ledger import merkle
 
 VECTORS_PATH = Path(__file__).resolve().parents[2] / "shared" / "merkle" / "vectors.json"
-VECTORS: dict[str, Any] | None = (
-    json.loads(VECTORS_PATH.read_text()) if VECTORS_PATH.is_file() else None
-)
-SKIP_REASON = (
-    f"Merkle test vectors not found at {VECTORS_PATH} (the shared folder is not checked out)"
-)
+VECTORS: dict[str, Any] | None = json.loads(VECTORS_PATH.read_text()) if VECTORS_PATH.is_file() else None
+SKIP_REASON = f"Merkle test vectors not found at {VECTORS_PATH} (the shared folder is not checked out)"
 
 Node = tuple[int, int]
 
@@ -124,9 +115,7 @@ def ref_subproof(m: int, lo: int, hi: int, b: bool) -> list[bytes]:
     return [*ref_subproof(m - k, lo + k, hi, False), ref_mth(lo, lo + k)]
 
 
-def ref_verify_inclusion(
-    leaf: bytes, index: int, size: int, proof: Sequence[bytes], root: bytes
-) -> bool:
+def ref_verify_inclusion(leaf: bytes, index: int, size: int, proof: Sequence[bytes], root: bytes) -> bool:
     """Walk the PATH recursion top down, taking proof elements from the end; then hash back up."""
     if not 0 <= index < size or len(leaf) != merkle.HASH_SIZE:
         return False
@@ -147,9 +136,7 @@ def ref_verify_inclusion(
     return r == root
 
 
-def ref_verify_consistency(
-    m: int, n: int, root1: bytes, root2: bytes, proof: Sequence[bytes]
-) -> bool:
+def ref_verify_consistency(m: int, n: int, root1: bytes, root2: bytes, proof: Sequence[bytes]) -> bool:
     """Walk the SUBPROOF recursion top down, taking elements from the end; then hash back up."""
     if m <= 0 or m > n:
         return False
@@ -222,9 +209,7 @@ def tree64() -> merkle.MemoryTree:
 
 def test_constants() -> None:
     assert merkle.HASH_SIZE == 32
-    assert merkle.EMPTY_ROOT.hex() == (
-        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-    )
+    assert merkle.EMPTY_ROOT.hex() == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
     assert issubclass(merkle.ProofError, ValueError)
 
 
@@ -312,27 +297,13 @@ def large_tree(vectors: dict[str, Any]) -> merkle.MemoryTree:
     rng = random.Random(9162)
     while tree.size < size:
         count = min(rng.randint(1, 3000), size - tree.size)
-        tree.append(
-            [bytes([i & 0xFF, (i >> 8) & 0xFF]) for i in range(tree.size, tree.size + count)]
-        )
+        tree.append([bytes([i & 0xFF, (i >> 8) & 0xFF]) for i in range(tree.size, tree.size + count)])
     return tree
 
 
 def test_large_tree_roots(vectors: dict[str, Any], large_tree: merkle.MemoryTree) -> None:
     trees = vectors["large_trees"]["trees"]
-    assert [t["tree_size"] for t in trees] == [
-        10,
-        15,
-        16,
-        100,
-        255,
-        256,
-        1000,
-        4095,
-        4096,
-        10000,
-        65535,
-    ]
+    assert [t["tree_size"] for t in trees] == [10, 15, 16, 100, 255, 256, 1000, 4095, 4096, 10000, 65535]
     visited = 0
     for t in trees:
         size = t["tree_size"]
@@ -431,9 +402,7 @@ def test_incremental_appends_match_one_go() -> None:
             batch = LEAVES[old : min(n, old + rng.randint(0, 9))]
             reader = RecordingReader(grown, old)
             created = merkle.new_nodes(old, batch, reader)
-            assert set(reader.reads) <= set(compact_positions(old)), (
-                "read outside the old compact range"
-            )
+            assert set(reader.reads) <= set(compact_positions(old)), "read outside the old compact range"
             new = old + len(batch)
             assert {(lv, i) for lv, i, _ in created} == perfect_nodes(new) - perfect_nodes(old)
             seen: set[Node] = set(perfect_nodes(old))
@@ -477,9 +446,7 @@ def test_inclusion_tampering(tree64: merkle.MemoryTree, n: int) -> None:
         leaf, proof = LEAVES[index], tree64.inclusion_proof(index, n)
         assert ok(leaf, index, n, proof, root)
         for k, element in enumerate(proof):
-            assert not any(
-                ok(leaf, index, n, replaced(proof, k, bad), root) for bad in flips(element)
-            )
+            assert not any(ok(leaf, index, n, replaced(proof, k, bad), root) for bad in flips(element))
         assert not any(ok(leaf, index, n, proof, bad) for bad in flips(root))
         assert not any(ok(bad, index, n, proof, root) for bad in flips(leaf))
         assert not ok(leaf[:-1], index, n, proof, root)
@@ -506,9 +473,7 @@ def test_consistency_tampering(tree64: merkle.MemoryTree, n: int) -> None:
         root1, proof = tree64.root(m), tree64.consistency_proof(m, n)
         assert ok(m, n, root1, root2, proof)
         for k, element in enumerate(proof):
-            assert not any(
-                ok(m, n, root1, root2, replaced(proof, k, bad)) for bad in flips(element)
-            )
+            assert not any(ok(m, n, root1, root2, replaced(proof, k, bad)) for bad in flips(element))
         assert not any(ok(m, n, bad, root2, proof) for bad in flips(root1))
         assert not any(ok(m, n, root1, bad, proof) for bad in flips(root2))
         assert not ok(m, n, root1, root2, [*proof, root2])
@@ -523,12 +488,13 @@ def test_consistency_tampering(tree64: merkle.MemoryTree, n: int) -> None:
 
 
 def test_shifted_sizes(tree64: merkle.MemoryTree) -> None:
-    """Which off-by-one claims RFC 9162 cannot catch, for every proof in trees of up to 32 leaves.
+    """Off-by-one claims against every proof in trees of up to 32 leaves.
 
-    A verifier only sees hashes, so it cannot tell a leaf hash from a node hash: the proof for
-    leaf 0 of 3 leaves, [h1, h2], also describes leaf 0 of 4 leaves whose last two leaves hash to
-    h2. Such a claim verifies whenever the RFC recursion gives both sizes the same shape; the size
-    has to be bound by a signed tree head. Index shifts, by contrast, always change the shape.
+    A verifier sees only hashes and cannot tell a leaf hash from a node hash, so a proof fits every
+    tree size for which the RFC recursion gives the same shape: the proof for leaf 0 of 3 leaves,
+    [h1, h2], also fits leaf 0 of a 4-leaf tree whose right half hashes to h2. Most size +-1 claims
+    are of this kind, so a (size, root) pair must come from one signed checkpoint. Index shifts, by
+    contrast, always change the shape, and every claim must get the reference's verdict.
     """
     shifted = 0
     for n in range(1, 33):
@@ -536,9 +502,7 @@ def test_shifted_sizes(tree64: merkle.MemoryTree) -> None:
         for index in range(n):
             proof = tree64.inclusion_proof(index, n)
             for d in (-1, 1):
-                assert not accepts(
-                    merkle.verify_inclusion, LEAVES[index], index + d, n, proof, root
-                )
+                assert not accepts(merkle.verify_inclusion, LEAVES[index], index + d, n, proof, root)
                 got = accepts(merkle.verify_inclusion, LEAVES[index], index, n + d, proof, root)
                 assert got is ref_verify_inclusion(LEAVES[index], index, n + d, proof, root)
                 shifted += got
@@ -593,6 +557,10 @@ def test_verifiers_reject_nonsense() -> None:
         merkle.verify_inclusion(leaf, 0, 1, [root], root)
     with pytest.raises(merkle.ProofError, match="outside"):
         merkle.verify_inclusion(leaf, 1, 1, [], root)
+    with pytest.raises(merkle.ProofError, match="element 0 is 31 bytes"):
+        merkle.verify_inclusion(leaf, 0, 2, [LEAVES[1][:-1]], ref_mth(0, 2))
+    with pytest.raises(merkle.ProofError, match="element 1 is 0 bytes"):
+        merkle.verify_consistency(1, 3, leaf, ref_mth(0, 3), [LEAVES[1], b""])
 
 
 def test_memory_tree_append_forms() -> None:
