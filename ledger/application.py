@@ -30,7 +30,12 @@ class BatchRejected(ValueError):
 @dataclass(frozen=True)
 class Appended:
     outcome: Outcome
-    positions: list[int]
+    first_position: int | None
+    last_position: int | None
+
+    @property
+    def count(self) -> int:
+        return self.outcome.accepted
 
 
 @dataclass(frozen=True)
@@ -61,19 +66,24 @@ class Ledger(Application):
         Unless ``skip_invalid``, one bad line means nothing is stored: the whole batch is
         still checked, so the user learns every problem at once.
         """
-        positions: list[int] = []
+        first = last_position = None
         with self.recorder.writing() as session:
             last = session.last_recorded_at()
             recorded_at = max(utc_now(), last) if last else utc_now()
-            planner = Planner(BatchState(session), recorded_at)
+            state = BatchState(session)
+            planner = Planner(state, recorded_at)
             for chunk in _chunked(lines, CHUNK_LINES):
-                entries = planner.add(chunk)
                 writable = skip_invalid or not planner.outcome.problems
-                if entries and writable:
-                    positions += session.insert(entries, recorded_at)
+                if writable:
+                    state.forget()
+                entries = planner.add(chunk)
+                if entries and (skip_invalid or not planner.outcome.problems):
+                    positions = session.insert(entries, recorded_at)
+                    first = first or positions[0]
+                    last_position = positions[-1]
             if planner.outcome.problems and not skip_invalid:
                 raise BatchRejected(planner.outcome)
-        return Appended(planner.outcome, positions)
+        return Appended(planner.outcome, first, last_position)
 
     def entries(self, after: int = 0, *, page: int = 5_000) -> Iterator[Logged]:
         """Every recorded event after position ``after``, in log order: what projections read.

@@ -10,10 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from uuid import UUID
 
 import msgspec
-from eventsourcing.persistence import StoredEvent
 
 from ledger.events import (
     AppealFiled,
@@ -31,105 +29,119 @@ from ledger.store import (
     Entry,
     LedgerMapper,
     NewEntry,
+    StreamKey,
     WriteSession,
-    appeal_stream,
     decode_payload,
-    election_stream,
-    station_stream,
-    stream_of,
+    stream_id,
+    stream_key,
 )
 from ledger.validation import Recorded, check, is_restatement
 
 
 @dataclass
 class Outcome:
-    accepted: list[NewEntry] = field(default_factory=list)
-    accepted_lines: list[int] = field(default_factory=list)
+    accepted: int = 0
     already_recorded: int = 0
     problems: list[Problem] = field(default_factory=list)
     rejected_lines: list[Line] = field(default_factory=list)
     flagged: list[Problem] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Candidate:
+    """A decoded line, in UTC, with its content digest and identity worked out once."""
+
+    line: Line
+    event: Event
+    digest: str
+
+    @property
+    def event_id(self) -> str:
+        return self.event.event_id or f"sha256:{self.digest}"
+
+
+def _referenced(event: Event) -> Iterable[StreamKey]:
+    """The streams whose definitions checking ``event`` needs."""
+    yield ("election", event.election)
+    if (station := station_of(event)) is not None:
+        yield ("station", event.election, station)
+    for station in getattr(event, "stations", None) or ():
+        yield ("station", event.election, station)
+    if (appeal := getattr(event, "appeal", None)) is not None:
+        yield ("appeal", event.election, appeal)
+
+
 class BatchState:
     """The ledger as a batch sees it: stored facts, then the batch's own accepted lines.
 
-    Lookups are answered from caches filled by ``prefetch``, a few set-wise queries per
+    Lookups are answered from caches filled by ``prefetch``: a few set-wise queries per
     chunk of lines rather than one query per line.
     """
 
     def __init__(self, session: WriteSession) -> None:
         self.session = session
-        self._definitions: dict[UUID, Event | None] = {}
-        self._heads: dict[UUID, int] = {}
+        self._definitions: dict[StreamKey, Event | None] = {}
+        self._heads: dict[StreamKey, int] = {}
         self._recorded: dict[str, Recorded | None] = {}
 
-    def prefetch(self, events: Sequence[Event]) -> None:
-        definitions: set[UUID] = set()
-        for event in events:
-            definitions.add(election_stream(event.election))
-            if (station := station_of(event)) is not None:
-                definitions.add(station_stream(event.election, station))
-            for station in getattr(event, "stations", None) or ():
-                definitions.add(station_stream(event.election, station))
-            if (appeal := getattr(event, "appeal", None)) is not None:
-                definitions.add(appeal_stream(event.election, appeal))
-        missing = [s for s in definitions if s not in self._definitions]
-        found = self.session.first_versions(missing)
-        for stream in missing:
-            state = found.get(stream)
-            self._definitions[stream] = decode_payload(state).event if state else None
-        streams = list({stream_of(e) for e in events} - self._heads.keys())
-        found_heads = self.session.heads(streams)
-        for stream in streams:
-            self._heads[stream] = found_heads.get(stream, 0)
-        ids = {self.identity(e) for e in events}
-        ids.update(e.supersedes for e in events if isinstance(e, ProtocolIssued) and e.supersedes)
-        missing_ids = [i for i in ids if i not in self._recorded]
-        found_ids = self.session.recorded(missing_ids)
-        for event_id in missing_ids:
-            self._recorded[event_id] = found_ids.get(event_id)
+    def forget(self) -> None:
+        """Drop the caches. Safe once the batch's accepted lines are written (the session
+        reads its own writes), and it keeps memory flat however long the batch."""
+        self._definitions.clear()
+        self._heads.clear()
+        self._recorded.clear()
 
-    @staticmethod
-    def identity(event: Event) -> str:
-        return event.event_id or f"sha256:{content_digest(event)}"
+    def prefetch(self, candidates: Sequence[Candidate]) -> None:
+        self._load_definitions({k for c in candidates for k in _referenced(c.event)})
+        keys = list({stream_key(c.event) for c in candidates} - self._heads.keys())
+        heads = self.session.heads([stream_id(k) for k in keys])
+        for key in keys:
+            self._heads[key] = heads.get(stream_id(key), 0)
+        ids = {c.event_id for c in candidates}
+        ids.update(c.event.supersedes for c in candidates
+                   if isinstance(c.event, ProtocolIssued) and c.event.supersedes)
+        missing = [i for i in ids if i not in self._recorded]
+        found = self.session.recorded(missing)
+        for event_id in missing:
+            self._recorded[event_id] = found.get(event_id)
 
-    def _definition(self, stream: UUID) -> Event | None:
-        if stream not in self._definitions:
-            self.prefetch_stream(stream)
-        return self._definitions[stream]
+    def _load_definitions(self, keys: Iterable[StreamKey]) -> None:
+        missing = [k for k in keys if k not in self._definitions]
+        found = self.session.first_versions([stream_id(k) for k in missing])
+        for key in missing:
+            state = found.get(stream_id(key))
+            self._definitions[key] = decode_payload(state).event if state else None
 
-    def prefetch_stream(self, stream: UUID) -> None:
-        state = self.session.first_versions([stream]).get(stream)
-        self._definitions[stream] = decode_payload(state).event if state else None
+    def _definition(self, key: StreamKey) -> Event | None:
+        if key not in self._definitions:
+            self._load_definitions([key])
+        return self._definitions[key]
 
     def election(self, election: str) -> ElectionDefined | None:
-        return self._definition(election_stream(election))  # type: ignore[return-value]
+        return self._definition(("election", election))  # type: ignore[return-value]
 
     def station(self, election: str, station: str) -> StationRegistered | None:
-        return self._definition(station_stream(election, station))  # type: ignore[return-value]
+        return self._definition(("station", election, station))  # type: ignore[return-value]
 
     def appeal(self, election: str, appeal: str) -> AppealFiled | None:
-        return self._definition(appeal_stream(election, appeal))  # type: ignore[return-value]
+        return self._definition(("appeal", election, appeal))  # type: ignore[return-value]
 
     def recorded(self, event_id: str) -> Recorded | None:
         if event_id not in self._recorded:
             self._recorded[event_id] = self.session.recorded([event_id]).get(event_id)
         return self._recorded[event_id]
 
-    def next_version(self, stream: UUID) -> int:
-        if stream not in self._heads:
-            self._heads.update(self.session.heads([stream]))
-        version = self._heads.get(stream, 0) + 1
-        self._heads[stream] = version
-        return version
+    def next_version(self, key: StreamKey) -> int:
+        if key not in self._heads:
+            self._heads[key] = self.session.heads([stream_id(key)]).get(stream_id(key), 0)
+        self._heads[key] += 1
+        return self._heads[key]
 
     def accept(self, event: Event, event_id: str, digest: str) -> None:
-        stream = stream_of(event)
         if isinstance(event, ElectionDefined | StationRegistered | AppealFiled):
-            self._definitions.setdefault(stream, None)
-            if self._definitions[stream] is None:
-                self._definitions[stream] = event
+            key = stream_key(event)
+            if self._definitions.get(key) is None:
+                self._definitions[key] = event
         self._recorded[event_id] = Recorded(
             digest=digest, type=type(event).__name__, election=event.election,
             station=station_of(event),
@@ -146,54 +158,55 @@ class Planner:
         self.outcome = Outcome()
 
     def add(self, lines: Iterable[Line]) -> list[NewEntry]:
-        lines = list(lines)
-        self.state.prefetch([line.event for line in lines if line.event is not None])
-        added = []
+        candidates: list[Candidate | Line] = []
         for line in lines:
-            entry = self._decide(line)
-            if entry is not None:
+            if line.event is None:
+                candidates.append(line)
+            else:
+                event = normalised(line.event)
+                candidates.append(Candidate(line, event, content_digest(event)))
+        self.state.prefetch([c for c in candidates if isinstance(c, Candidate)])
+        added = []
+        for candidate in candidates:
+            if isinstance(candidate, Line):
+                assert candidate.problem is not None
+                self._reject(candidate, [candidate.problem])
+            elif (entry := self._decide(candidate)) is not None:
                 added.append(entry)
         return added
 
-    def _decide(self, line: Line) -> NewEntry | None:
-        if line.event is None:
-            assert line.problem is not None
-            return self._reject(line, [line.problem])
-        event = normalised(line.event)
-        digest = content_digest(event)
-        event_id = event.event_id or f"sha256:{digest}"
+    def _decide(self, candidate: Candidate) -> NewEntry | None:
+        line, event, digest = candidate.line, candidate.event, candidate.digest
+        event_id = candidate.event_id
         known = self.state.recorded(event_id)
         if known is not None:
             if known.digest == digest:
                 self.outcome.already_recorded += 1
                 return None
-            return self._reject(
-                line,
-                [Problem(line.number, "event_id",
-                         f"{event_id!r} is already recorded with different content")],
-            )
+            return self._reject(line, [Problem(
+                line.number, "event_id", f"{event_id!r} is already recorded with different content"
+            )])
         complaints = check(event, self.state)
         if complaints:
             return self._reject(line, [Problem(line.number, f, why) for f, why in complaints])
         if is_restatement(event, self.state):
             self.outcome.already_recorded += 1
             return None
-        event = msgspec.structs.replace(event, event_id=event_id)
+        if event.event_id is None:
+            event = msgspec.structs.replace(event, event_id=event_id)
         self.state.accept(event, event_id, digest)
         if isinstance(event, ProtocolIssued):
             for failure in control_check_failures(event):
                 self.outcome.flagged.append(Problem(line.number, "control check", failure))
-        stream = stream_of(event)
-        stored: StoredEvent = self.mapper.to_stored_event(
-            Entry(stream, self.state.next_version(stream), event, self.recorded_at)
+        key = stream_key(event)
+        stored = self.mapper.to_stored_event(
+            Entry(stream_id(key), self.state.next_version(key), event, self.recorded_at)
         )
-        entry = NewEntry(
+        self.outcome.accepted += 1
+        return NewEntry(
             stored=stored, event_id=event_id, digest=digest, type=type(event).__name__,
             election=event.election, station=station_of(event),
         )
-        self.outcome.accepted.append(entry)
-        self.outcome.accepted_lines.append(line.number)
-        return entry
 
     def _reject(self, line: Line, problems: list[Problem]) -> None:
         self.outcome.problems.extend(problems)

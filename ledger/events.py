@@ -119,6 +119,8 @@ _encoder = msgspec.json.Encoder(order="sorted")
 
 def normalised(event: Event) -> Event:
     """The event with its timestamp in UTC, so equal instants hash and sort equally."""
+    if event.occurred_at.tzinfo is UTC:
+        return event
     return msgspec.structs.replace(event, occurred_at=event.occurred_at.astimezone(UTC))
 
 

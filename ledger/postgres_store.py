@@ -18,7 +18,7 @@ from eventsourcing.persistence import OperationalError
 from eventsourcing.postgres import PostgresApplicationRecorder
 from psycopg.sql import SQL, Composed, Identifier
 
-from ledger.store import LedgerBusy, MissingNode, NewEntry, Tree, WriteSession
+from ledger.store import LedgerBusy, MissingNode, NewEntry, Tree, WriteSession, decode_payload
 from ledger.validation import Recorded
 
 
@@ -46,8 +46,8 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
             for statement in (
                 "CREATE TABLE IF NOT EXISTS {schema}.{index} ("
                 "event_id text PRIMARY KEY, digest text NOT NULL, type text NOT NULL, "
-                "election text NOT NULL, station text, position bigint NOT NULL UNIQUE, "
-                "recorded_at timestamptz NOT NULL, leaf bigint NOT NULL UNIQUE)",
+                "election text NOT NULL, station text, position bigint NOT NULL, "
+                "recorded_at timestamptz NOT NULL, leaf bigint NOT NULL)",
                 "CREATE TABLE IF NOT EXISTS {schema}.{merkle} (level smallint NOT NULL, "
                 "idx bigint NOT NULL, hash bytea NOT NULL, PRIMARY KEY (level, idx))",
                 "CREATE TABLE IF NOT EXISTS {schema}.{checkpoints} (size bigint NOT NULL, "
@@ -148,10 +148,10 @@ class PostgresWriteSession(WriteSession):
 
     def last_recorded_at(self) -> datetime | None:
         self.cursor.execute(
-            SQL("SELECT recorded_at FROM {0} ORDER BY position DESC LIMIT 1").format(self.index)
+            SQL("SELECT state FROM {0} ORDER BY notification_id DESC LIMIT 1").format(self.events)
         )
         row = self.cursor.fetchone()
-        return row["recorded_at"] if row else None
+        return decode_payload(bytes(row["state"])).recorded_at if row else None
 
     def tree_size(self) -> int:
         self.cursor.execute(SQL("SELECT MAX(idx) AS top FROM {0} WHERE level = 0").format(self.merkle))

@@ -12,7 +12,15 @@ from uuid import UUID
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
 
-from ledger.store import LedgerBusy, MissingNode, NewEntry, Tree, WriteSession, chunks
+from ledger.store import (
+    LedgerBusy,
+    MissingNode,
+    NewEntry,
+    Tree,
+    WriteSession,
+    chunks,
+    decode_payload,
+)
 from ledger.validation import Recorded
 
 _SQLITE_VARIABLES = 900  # stays under SQLITE_MAX_VARIABLE_NUMBER on every build
@@ -29,8 +37,8 @@ class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
             *super().construct_create_table_statements(),
             f"CREATE TABLE IF NOT EXISTS {self.index_table} ("
             "event_id TEXT PRIMARY KEY, digest TEXT NOT NULL, type TEXT NOT NULL, "
-            "election TEXT NOT NULL, station TEXT, position INTEGER NOT NULL UNIQUE, "
-            "recorded_at TEXT NOT NULL, leaf INTEGER NOT NULL UNIQUE)",
+            "election TEXT NOT NULL, station TEXT, position INTEGER NOT NULL, "
+            "recorded_at TEXT NOT NULL, leaf INTEGER NOT NULL) WITHOUT ROWID",
             f"CREATE TABLE IF NOT EXISTS {self.merkle_table} ("
             "level INTEGER NOT NULL, idx INTEGER NOT NULL, hash BLOB NOT NULL, "
             "PRIMARY KEY (level, idx)) WITHOUT ROWID",
@@ -144,10 +152,10 @@ class SQLiteWriteSession(WriteSession):
 
     def last_recorded_at(self) -> datetime | None:
         self.cursor.execute(
-            f"SELECT recorded_at FROM {self.recorder.index_table} ORDER BY position DESC LIMIT 1"
+            f"SELECT state FROM {self.recorder.events_table_name} ORDER BY rowid DESC LIMIT 1"
         )
         row = self.cursor.fetchone()
-        return datetime.fromisoformat(row[0]) if row else None
+        return decode_payload(row[0]).recorded_at if row else None
 
     def tree_size(self) -> int:
         self.cursor.execute(f"SELECT MAX(idx) FROM {self.recorder.merkle_table} WHERE level = 0")

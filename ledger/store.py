@@ -36,31 +36,24 @@ from ledger.validation import Recorded
 _NAMESPACE = UUID("6f1d3c52-8a4e-4c1b-9d0e-5b7f2a9c4e11")
 
 
-# Ids cannot contain control characters, so the unit separator keeps the names unambiguous;
-# streams are looked up several times per line, hence the caches.
-@lru_cache(maxsize=1 << 20)
-def election_stream(election: str) -> UUID:
-    return uuid5(_NAMESPACE, f"election\x1f{election}")
+StreamKey = tuple[str, ...]
 
 
-@lru_cache(maxsize=1 << 20)
-def station_stream(election: str, station: str) -> UUID:
-    return uuid5(_NAMESPACE, f"station\x1f{election}\x1f{station}")
-
-
-@lru_cache(maxsize=1 << 16)
-def appeal_stream(election: str, appeal: str) -> UUID:
-    return uuid5(_NAMESPACE, f"appeal\x1f{election}\x1f{appeal}")
-
-
-def stream_of(event: Event) -> UUID:
+def stream_key(event: Event) -> StreamKey:
+    """The thing an event is about: its election, its station or its appeal."""
     if isinstance(event, ElectionDefined | ResultAnnounced):
-        return election_stream(event.election)
+        return ("election", event.election)
     if isinstance(event, StationRegistered | ProtocolIssued | ProtocolWithheld):
-        return station_stream(event.election, event.station)
+        return ("station", event.election, event.station)
     if isinstance(event, AppealFiled | AppealDecided):
-        return appeal_stream(event.election, event.appeal)
+        return ("appeal", event.election, event.appeal)
     raise TypeError(f"no stream for {type(event).__name__}")  # pragma: no cover
+
+
+@lru_cache(maxsize=1 << 18)
+def stream_id(key: StreamKey) -> UUID:
+    # Ids cannot contain control characters, so the unit separator keeps names unambiguous.
+    return uuid5(_NAMESPACE, "\x1f".join(key))
 
 
 class Entry(msgspec.Struct, frozen=True):

@@ -27,7 +27,13 @@ from ledger.events import (
     control_check_failures,
     station_of,
 )
-from projections.schema import TABLES, applied_position, open_read_models, writing
+from projections.schema import (
+    TABLES,
+    applied_position,
+    create_indexes,
+    open_read_models,
+    writing,
+)
 
 PAGE = 5_000
 
@@ -47,6 +53,14 @@ def stamp(moment: datetime) -> str:
     if moment.tzinfo is not UTC:
         moment = moment.astimezone(UTC)
     return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+class _Stamps(dict[datetime, str]):
+    """Stamps of one page: a batch shares its recorded_at, a night many occurred_at."""
+
+    def __missing__(self, moment: datetime) -> str:
+        self[moment] = text = stamp(moment)
+        return text
 
 
 def catch_up(db: Any, log: Log) -> int:
@@ -69,12 +83,21 @@ def catch_up(db: Any, log: Log) -> int:
 
 
 def rebuild(path: Path, log: Log) -> int:
-    """Build the read models from position 0 into a new file, then swap it in."""
+    """Build the read models from position 0 into a new file, then swap it in.
+
+    The new file is private until the swap, so it is written without a journal or syncs
+    and indexed after loading; it is synced once before it replaces the old one.
+    """
     fresh = path.with_name(path.name + ".rebuilding")
     fresh.unlink(missing_ok=True)
-    db = open_read_models(fresh)
+    db = open_read_models(fresh, indexes=False)
     try:
+        db.execute("PRAGMA journal_mode=OFF")
+        db.execute("PRAGMA synchronous=OFF")
         count = catch_up(db, log)
+        create_indexes(db)
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("VACUUM")  # also forces the file to disk before the swap
     finally:
         db.conn.close()
     os.replace(fresh, path)
@@ -83,8 +106,9 @@ def rebuild(path: Path, log: Log) -> int:
 
 def _apply_page(connection: Any, page: list[Logged]) -> int:
     rows: dict[str, list[tuple]] = defaultdict(list)
+    stamps = _Stamps()
     for logged in page:
-        _rows_of(logged.position, logged.entry, rows)
+        _rows_of(logged.position, logged.entry, rows, stamps)
     for table, values in rows.items():
         columns = list(TABLES[table]["columns"])
         marks = ",".join("?" * len(columns))
@@ -106,9 +130,9 @@ def _dump(value: Any) -> str | None:
     return None if value is None else _json.encode(value).decode()
 
 
-def _rows_of(position: int, entry: Any, rows: dict[str, list[tuple]]) -> None:
+def _rows_of(position: int, entry: Any, rows: dict[str, list[tuple]], stamps: _Stamps) -> None:
     event = entry.event
-    occurred, recorded = stamp(event.occurred_at), stamp(entry.recorded_at)
+    occurred, recorded = stamps[event.occurred_at], stamps[entry.recorded_at]
     kind = type(event).__name__
     rows["events"].append(
         (position, event.event_id, event.election, kind, station_of(event), occurred, recorded,

@@ -23,7 +23,7 @@ TABLES: dict[str, dict] = {
         columns={"position": int, "event_id": str, "election": str, "type": str,
                  "station": str, "occurred_at": str, "recorded_at": str, "payload": str},
         pk="position",
-        indexes=[["election", "station", "position"], ["event_id"]],
+        indexes=[["election", "station", "position"]],
     ),
     "elections": dict(
         columns={"election": str, "name": str, "seats": int, "method": str,
@@ -50,11 +50,12 @@ TABLES: dict[str, dict] = {
                  "supersedes": str, "control_failures": str},
         pk="position",
         indexes=[["election", "reported_by", "occurred_at"], ["election", "station"],
-                 ["supersedes"], ["event_id"]],
+                 ["supersedes"]],
     ),
     "protocol_votes": dict(
         columns={"position": int, "choice": str, "votes": int},
         pk=("position", "choice"),
+        without_rowid=True,
     ),
     "withheld": dict(
         columns={"position": int, "event_id": str, "election": str, "station": str,
@@ -86,7 +87,10 @@ TABLES: dict[str, dict] = {
 }
 
 
-def open_read_models(path: Path | str) -> sqlite_utils.Database:
+_SQL_TYPES = {int: "INTEGER", str: "TEXT", float: "FLOAT"}
+
+
+def open_read_models(path: Path | str, *, indexes: bool = True) -> sqlite_utils.Database:
     """Open (creating if needed) the read-model file at ``path``."""
     connection = sqlite3.connect(str(path), timeout=30, isolation_level=None)
     # A rollback journal, not WAL: replay swaps in a rebuilt file, and a WAL file left
@@ -95,6 +99,8 @@ def open_read_models(path: Path | str) -> sqlite_utils.Database:
     connection.execute("PRAGMA synchronous=NORMAL")
     db = sqlite_utils.Database(connection)
     create_tables(db)
+    if indexes:
+        create_indexes(db)
     return db
 
 
@@ -102,7 +108,17 @@ def create_tables(db: sqlite_utils.Database) -> None:
     for name, spec in TABLES.items():
         if db[name].exists():
             continue
+        if spec.get("without_rowid"):
+            # Many small rows keyed by their primary key: one b-tree instead of two.
+            columns = ", ".join(f"[{c}] {_SQL_TYPES[t]}" for c, t in spec["columns"].items())
+            db.execute(f"CREATE TABLE [{name}] ({columns}, PRIMARY KEY "
+                       f"({', '.join(spec['pk'])})) WITHOUT ROWID")
+            continue
         db[name].create(spec["columns"], pk=spec["pk"], if_not_exists=True)
+
+
+def create_indexes(db: sqlite_utils.Database) -> None:
+    for name, spec in TABLES.items():
         for columns in spec.get("indexes", []):
             db[name].create_index(columns, if_not_exists=True)
 
