@@ -11,9 +11,7 @@ from eventsourcing.utils import get_topic
 
 from ledger.batch import BatchState, Outcome, Planner
 from ledger.config import Location
-from ledger.postgres_store import PostgresLedgerRecorder
 from ledger.reader import Line
-from ledger.sqlite_store import SQLiteLedgerRecorder
 from ledger.store import LedgerMapper, NullTranscoder, Payload, decode_payload, utc_now
 
 CHUNK_LINES = 5_000
@@ -55,9 +53,10 @@ class Ledger(Application):
 
     def __init__(self, location: Location) -> None:
         self.location = location
+        # Topics, not classes: only the backend in use gets imported (psycopg is slow to load).
         super().__init__(env=location.environment(
-            sqlite_recorder=get_topic(SQLiteLedgerRecorder),
-            postgres_recorder=get_topic(PostgresLedgerRecorder),
+            sqlite_recorder="ledger.sqlite_store:SQLiteLedgerRecorder",
+            postgres_recorder="ledger.postgres_store:PostgresLedgerRecorder",
         ))
 
     def append(self, lines: Iterable[Line], *, skip_invalid: bool = False) -> Appended:

@@ -18,11 +18,13 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from ledger.errors import BadInput
+
 ED25519 = b"\x01"
 DASH = "\u2014"
 
 
-class BadCheckpoint(ValueError):
+class BadCheckpoint(BadInput):
     """A checkpoint file, key or signature cannot be read or does not verify."""
 
 

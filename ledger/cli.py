@@ -13,9 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import IO, NoReturn
 
 from ledger import commands
-from ledger.checkpoint import BadCheckpoint
-from ledger.config import BadLocation
-from ledger.reader import InputTooLarge
+from ledger.errors import BadInput, Failure
 from ledger.render import FORMATS
 
 
@@ -148,9 +146,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return args.run(args)
-    except (commands.BadInput, BadLocation, BadCheckpoint, InputTooLarge, UsageError) as error:
+    except (BadInput, UsageError) as error:
         return fail(str(error), 2)
-    except commands.Failure as error:
+    except Failure as error:
         return fail(str(error), 1)
     except KeyboardInterrupt:
         return fail("interrupted", 130)

@@ -8,11 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from ledger.errors import BadInput
+
 DEFAULT_DB = "ledger.db"
 LOCK_TIMEOUT_SECONDS = "30"
 
 
-class BadLocation(ValueError):
+class BadLocation(BadInput):
     """The --db value or LEDGER_DB cannot name a ledger."""
 
 

@@ -244,7 +244,7 @@ def run(directory: Path, stations: int | None = None) -> int:
 
     if directory.exists():
         if not (directory / "ledger.db").exists() and any(directory.iterdir()):
-            from ledger.commands import BadInput
+            from ledger.errors import BadInput
 
             raise BadInput(f"--dir: {directory} exists and is not a demo ledger; choose another")
         shutil.rmtree(directory)

@@ -14,6 +14,7 @@ from typing import IO, Any
 
 import msgspec
 
+from ledger.errors import BadInput
 from ledger.events import MAX_COUNT, TYPE_NAMES, Event, decoder
 
 MAX_LINE_BYTES = 1 << 20
@@ -39,7 +40,7 @@ class Line:
     problem: Problem | None
 
 
-class InputTooLarge(ValueError):
+class InputTooLarge(BadInput):
     """A line or a batch exceeds the documented limits."""
 
 

@@ -188,12 +188,15 @@ class WriteSession(ABC):
         """Write the entries and extend the Merkle tree over them, in this transaction."""
         size = self.tree_size()
         positions = self.insert_events(entries, recorded_at, size)
+        self.extend_tree(size, positions, entries)
+        return positions
+
+    def extend_tree(self, size: int, positions: Sequence[int], entries: Sequence[NewEntry]) -> None:
         leaves = [
             leaf_hash(entry_bytes(position, e.stored))
             for position, e in zip(positions, entries, strict=True)
         ]
         self.insert_nodes(new_nodes(size, leaves, self.read_node))
-        return positions
 
 
 class MissingNode(LookupError):

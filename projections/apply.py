@@ -158,10 +158,8 @@ def _rows_of(position: int, entry: Any, rows: dict[str, list[tuple]], stamps: _S
             (position, event.event_id, event.election, event.station, event.reported_by,
              occurred, recorded, event.registered_voters, event.ballots_issued,
              event.ballots_cast, event.invalid, sum(event.votes.values()), event.protocol_no,
-             event.document_sha256, event.supersedes, _dump(failures or None))
-        )
-        rows["protocol_votes"].extend(
-            (position, choice, votes) for choice, votes in event.votes.items()
+             event.document_sha256, event.supersedes, _dump(failures or None),
+             _dump(event.votes))
         )
     elif isinstance(event, ProtocolWithheld):
         rows["withheld"].append(

@@ -115,17 +115,9 @@ def _effective_protocols(
     cursor = db.execute(EFFECTIVE_ALL, _params(election, moment, station))
     columns = [d[0] for d in cursor.description]
     rows = [dict(zip(columns, r, strict=True)) for r in cursor.fetchall()]
-    votes: dict[int, dict[str, int]] = {}
-    positions = [r["position"] for r in rows]
-    if positions:
-        for position, choice, count in db.execute(
-            "SELECT position, choice, votes FROM protocol_votes "
-            "WHERE position IN (SELECT value FROM json_each(?))", [json.dumps(positions)]
-        ):
-            votes.setdefault(position, {})[choice] = count
     by_station: dict[str, dict[str, dict[str, Any]]] = {}
     for row in rows:
-        row["votes"] = votes.get(row["position"], {})
+        row["votes"] = json.loads(row["votes"])
         by_station.setdefault(row["station"], {})[row["reported_by"]] = row
     return by_station
 

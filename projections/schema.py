@@ -12,8 +12,10 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import sqlite_utils
+if TYPE_CHECKING:
+    import sqlite_utils
 
 TABLES: dict[str, dict] = {
     "applied": dict(
@@ -47,15 +49,12 @@ TABLES: dict[str, dict] = {
                  "reported_by": str, "occurred_at": str, "recorded_at": str,
                  "registered_voters": int, "ballots_issued": int, "ballots_cast": int,
                  "invalid": int, "valid": int, "protocol_no": str, "document_sha256": str,
-                 "supersedes": str, "control_failures": str},
+                 "supersedes": str, "control_failures": str, "votes": str},
         pk="position",
-        indexes=[["election", "reported_by", "occurred_at"], ["election", "station"],
-                 ["supersedes"]],
-    ),
-    "protocol_votes": dict(
-        columns={"position": int, "choice": str, "votes": int},
-        pk=("position", "choice"),
-        without_rowid=True,
+        indexes=[["election", "reported_by", "occurred_at"], ["election", "station"]],
+        # Few protocols supersede another: a partial index finds them without a scan.
+        raw_indexes=["CREATE INDEX IF NOT EXISTS idx_protocols_superseding "
+                     "ON protocols (election, supersedes) WHERE supersedes IS NOT NULL"],
     ),
     "withheld": dict(
         columns={"position": int, "event_id": str, "election": str, "station": str,
@@ -87,11 +86,10 @@ TABLES: dict[str, dict] = {
 }
 
 
-_SQL_TYPES = {int: "INTEGER", str: "TEXT", float: "FLOAT"}
-
-
 def open_read_models(path: Path | str, *, indexes: bool = True) -> sqlite_utils.Database:
-    """Open (creating if needed) the read-model file at ``path``."""
+    """Open (creating if needed) the read-model file at ``path``, to write to it."""
+    import sqlite_utils
+
     connection = sqlite3.connect(str(path), timeout=30, isolation_level=None)
     # A rollback journal, not WAL: replay swaps in a rebuilt file, and a WAL file left
     # beside the old one would be replayed into the new one.
@@ -108,12 +106,6 @@ def create_tables(db: sqlite_utils.Database) -> None:
     for name, spec in TABLES.items():
         if db[name].exists():
             continue
-        if spec.get("without_rowid"):
-            # Many small rows keyed by their primary key: one b-tree instead of two.
-            columns = ", ".join(f"[{c}] {_SQL_TYPES[t]}" for c, t in spec["columns"].items())
-            db.execute(f"CREATE TABLE [{name}] ({columns}, PRIMARY KEY "
-                       f"({', '.join(spec['pk'])})) WITHOUT ROWID")
-            continue
         db[name].create(spec["columns"], pk=spec["pk"], if_not_exists=True)
 
 
@@ -121,9 +113,16 @@ def create_indexes(db: sqlite_utils.Database) -> None:
     for name, spec in TABLES.items():
         for columns in spec.get("indexes", []):
             db[name].create_index(columns, if_not_exists=True)
+        for statement in spec.get("raw_indexes", []):
+            db.execute(statement)
 
 
-def applied_position(db: sqlite_utils.Database) -> int:
+def connect(path: Path | str) -> sqlite3.Connection:
+    """A plain connection for answering queries: no table creation, light to import."""
+    return sqlite3.connect(str(path), timeout=30)
+
+
+def applied_position(db: Any) -> int:
     row = db.execute("SELECT position FROM applied WHERE name = 'log'").fetchone()
     return row[0] if row else 0
 

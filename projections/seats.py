@@ -108,7 +108,7 @@ def allocate(
     if negative := {choice: n for choice, n in counts.items() if n < 0}:
         raise ValueError(f"votes must not be negative: {negative!r}")
 
-    pct = _exact(threshold_pct)
+    pct = exact_percent(threshold_pct)
     if pct < 0:
         raise ValueError(f"threshold_pct must not be negative, got {threshold_pct!r}")
     base = sum(counts.values()) if threshold_base is None else threshold_base
@@ -138,7 +138,7 @@ def allocate(
     )
 
 
-def _exact(pct: Fraction | int | float | str) -> Fraction:
+def exact_percent(pct: Fraction | int | float | str) -> Fraction:
     # Fraction(0.1) is 3602879701896397/36028797018963968; going through str()
     # takes the number the caller wrote (0.1 -> 1/10), which is what they meant.
     if isinstance(pct, float):
