@@ -120,6 +120,29 @@ def build_parser() -> Parser:
     p = command("keygen", "make an Ed25519 key pair for signing checkpoints",
                 "ledger keygen cec  (writes cec.key and cec.pub)", commands.keygen)
     p.add_argument("prefix", metavar="PREFIX")
+    p = command("export", "export the results as a NIST SP 1500-100 v2 ElectionReport (JSON)",
+                "ledger export --format nist-err --stage final > report.json", commands.export)
+    p.add_argument("--election", metavar="ID")
+    p.add_argument("--as-of", metavar="TIME")
+    p.add_argument("--known-at", metavar="TIME")
+    p.add_argument("--stage", choices=("preliminary", "final"), default="preliminary")
+    p.add_argument("--format", choices=("nist-err",), required=True)
+    p = command("import", "import a dataset in another format (atomic, like append)",
+                "ledger import openelections 20201103__mt__general__precinct.csv",
+                commands.import_dataset)
+    p.add_argument("dataset_format", metavar="FORMAT", choices=("openelections",))
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--occurred-at", metavar="TIME", help="when the results were issued "
+                   "(default: from the file name's date)")
+    p.add_argument("--authority", default="openelections", metavar="ID")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p = command("report", "write a self-contained HTML report with charts",
+                "ledger report --out night.html --as-of 2030-04-08T06:00:00+02:00",
+                commands.report)
+    p.add_argument("--out", metavar="FILE.html", required=True)
+    p.add_argument("--election", metavar="ID")
+    p.add_argument("--as-of", metavar="TIME")
+    p.add_argument("--known-at", metavar="TIME")
     p = command("demo", "build the Kazakhstan 2007 scenario in a fresh ledger and show it",
                 "ledger demo --dir /tmp/kz2007", commands.demo)
     p.add_argument("--dir", metavar="DIR", help="where to build it (default: ./ledger-demo)")

@@ -6,6 +6,7 @@ import argparse
 import gc
 import sqlite3
 import sys
+from collections.abc import Callable, Iterable
 from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -14,7 +15,7 @@ import msgspec
 
 from ledger.config import Location, locate
 from ledger.errors import BadInput, Failure
-from ledger.reader import read_lines
+from ledger.reader import Line, read_lines
 from ledger.render import as_json, csv_text, table
 
 if TYPE_CHECKING:
@@ -77,32 +78,39 @@ def _bulk() -> None:
 
 
 def append(args: argparse.Namespace) -> int:
-    from ledger.application import BatchRejected
-    from ledger.store import LedgerBusy
-
-    _bulk()
     if args.skip_invalid and not args.rejects:
         raise BadInput("--skip-invalid needs --rejects FILE to keep the lines it skips")
     if args.rejects and not args.skip_invalid:
         raise BadInput("--rejects goes with --skip-invalid")
+    with _input(args.file) as stream:
+        return _append_lines(args, lambda: read_lines(stream))
+
+
+def _append_lines(args: argparse.Namespace, lines: Callable[[], Iterable[Line]]) -> int:
+    """Append, report and catch the read models up: shared by `append` and `import`."""
+    from ledger.application import BatchRejected
+    from ledger.store import LedgerBusy
+
+    _bulk()
+    skip_invalid = getattr(args, "skip_invalid", False)
+    rejects = getattr(args, "rejects", None)
     location = locate(args.db)
-    with _input(args.file) as stream, open_ledger(location) as ledger:
+    with open_ledger(location) as ledger:
         try:
-            appended = ledger.append(read_lines(stream), skip_invalid=args.skip_invalid)
+            appended = ledger.append(lines(), skip_invalid=skip_invalid)
         except BatchRejected as rejected:
             for problem in rejected.outcome.problems[:MAX_PROBLEMS_SHOWN]:
                 print(problem, file=sys.stderr)
             hidden = len(rejected.outcome.problems) - MAX_PROBLEMS_SHOWN
             if hidden > 0:
                 print(f"... and {hidden} more problem(s)", file=sys.stderr)
-            print("nothing was appended: fix the lines above and append the file again",
-                  file=sys.stderr)
+            print("nothing was appended: fix the lines above and try again", file=sys.stderr)
             return 2
         except LedgerBusy as busy:
             raise Failure(str(busy)) from None
         outcome = appended.outcome
-        if args.rejects:
-            _write_rejects(Path(args.rejects), outcome)
+        if rejects:
+            _write_rejects(Path(rejects), outcome)
         caught_up = _refresh_read_models(location, ledger)
     summary = {
         "appended": appended.count,
@@ -121,7 +129,7 @@ def append(args: argparse.Namespace) -> int:
     print(f"appended {summary['appended']} event(s){span}; "
           f"{outcome.already_recorded} already recorded (no-op); "
           f"{len({p.line for p in outcome.flagged})} flagged by control checks"
-          + (f"; {summary['rejected']} rejected, see {args.rejects}" if args.rejects else ""))
+          + (f"; {summary['rejected']} rejected, see {rejects}" if rejects else ""))
     for problem in outcome.flagged[:MAX_PROBLEMS_SHOWN]:
         print(f"flagged (recorded as issued): {problem}", file=sys.stderr)
     return 0
@@ -411,6 +419,44 @@ def keygen(args: argparse.Namespace) -> int:
         raise BadInput(f"{prefix.with_suffix('.key')} exists; not overwriting a key")
     secret, public = generate_key_pair(prefix)
     print(f"wrote {secret} (keep it secret) and {public} (publish it)")
+    return 0
+
+
+def export(args: argparse.Namespace) -> int:
+    from projections.nist import election_report
+
+    from projections.tally import load_election
+
+    moment = _moment(args)
+    with read_models(args) as db, _query():
+        report = election_report(db, load_election(db, args.election), moment, stage=args.stage)
+    print(as_json(report))
+    return 0
+
+
+def import_dataset(args: argparse.Namespace) -> int:
+    from ledger.openelections import read_openelections
+
+    path = Path(args.file)
+    if not path.is_file():
+        raise BadInput(f"{args.file}: no such file")
+    return _append_lines(args, lambda: read_openelections(
+        path, occurred_at=args.occurred_at, authority=args.authority))
+
+
+def report(args: argparse.Namespace) -> int:
+    from projections.report import render_report
+
+    from projections.tally import load_election
+
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise BadInput(f"--out: directory {str(out.parent)!r} does not exist")
+    moment = _moment(args)
+    with read_models(args) as db, _query():
+        html = render_report(db, load_election(db, args.election), moment)
+    out.write_text(html, encoding="utf-8")
+    print(f"wrote {out} ({len(html) // 1024} KiB)")
     return 0
 
 

@@ -56,7 +56,7 @@ class ElectionDefined(Event, tag=True):
 class StationRegistered(Event, tag=True):
     station: Id
     region: Id
-    registered_voters: Count
+    registered_voters: Count | None  # null only where the source does not give it
     district: Id | None = None
 
 

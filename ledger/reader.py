@@ -124,7 +124,8 @@ def _explain(number: int, text: bytes, message: str) -> Problem:
         )
     if "matching regex" in message:
         return Problem(number, field, f"contains control characters or is malformed: {_show(value)}")
-    reason = re.sub(r"`(\w+)`", lambda t: _TYPE_WORDS.get(t[1], t[1]), message)
+    reason = re.sub(r"`([\w |]+)`", lambda t: " or ".join(
+        _TYPE_WORDS.get(word, word) for word in t[1].split(" | ")), message)
     reason = reason[0].lower() + reason[1:]
     if ", got" not in reason and value is not _MISSING:
         reason += f", got {_show(value)}"

@@ -144,7 +144,7 @@ def tally(
         exclusions = final_exclusions(db, election, moment, params)
         params["excluded"] = json.dumps(sorted(exclusions.stations))
 
-    reporting = cast = invalid = registered = 0
+    reporting = cast = invalid = registered = cast_where_registered = 0
     sums: dict[str, int] = {}
     # One pass over the counted protocols; summing their vote maps here is faster than
     # SQLite summing one row per (protocol, choice).
@@ -156,7 +156,9 @@ def tally(
         reporting += 1
         cast += ballots
         invalid += spoilt
-        registered += voters
+        if voters is not None:  # imported datasets may not know a station's electorate
+            registered += voters
+            cast_where_registered += ballots
         for choice, count in _votes(votes_json).items():
             sums[choice] = sums.get(choice, 0) + count
     order = [choice for choice, _, _ in election.choices]
@@ -184,7 +186,7 @@ def tally(
         "stations_total": stations_total,
         "registered_voters": registered,
         "ballots_cast": cast,
-        "turnout_pct": round(100 * cast / registered, 2) if registered else None,
+        "turnout_pct": round(100 * cast_where_registered / registered, 2) if registered else None,
         "valid_votes": valid,
         "invalid": invalid,
         "threshold_pct": election.threshold_pct,

@@ -83,7 +83,7 @@ def test_derived_identity_ignores_key_order_spacing_and_offset(ledger: LedgerUnd
         (dict(station("n9", "North", 10), occurred_at="2030-04-01T12:00:00"),
          "line 2: occurred_at: "),
         (dict(station("n9", "North", 10), registered_voters="many"),
-         "line 2: registered_voters: expected an integer, got a string"),
+         "line 2: registered_voters: expected an integer or null, got a string"),
         (dict(station("n9", "North", 10), registered_voters=10**30),
          "line 2: registered_voters: expected an integer <= 1000000000000"),
         (dict(station("n\x07", "North", 10)), "line 2: station: contains control characters"),
