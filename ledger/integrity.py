@@ -8,13 +8,14 @@ the tree to check that the log extends a published checkpoint.
 from __future__ import annotations
 
 import base64
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from ledger import merkle
 from ledger.checkpoint import Checkpoint
-from ledger.store import Tree, entry_bytes
+from ledger.store import UNSTORED_LEVELS, Tree, entry_bytes, fold
 
 PAGE = 10_000
 
@@ -105,16 +106,21 @@ def _verify_leaves(recorder: Any, tree: Tree) -> int:
 
 
 def _verify_interior(tree: Tree, size: int) -> None:
-    for level in (lv for lv in tree.levels() if lv > 0):
-        children = _stored_nodes(tree, level - 1)
-        expected = size >> level
+    """Each stored node must be the fold of the stored nodes one stored level below."""
+    required = [0, *(lv for lv in range(1, size.bit_length()) if lv not in UNSTORED_LEVELS)]
+    unexpected = set(tree.levels()) - set(required)
+    if unexpected:
+        raise IntegrityFailure(f"the tree has nodes at level {min(unexpected)}, which it never stores")
+    for lower, level in itertools.pairwise(required):
+        span = 1 << (level - lower)
+        children = _stored_nodes(tree, lower)
         seen = 0
         for index, value in _stored_nodes(tree, level):
-            left, right = next(children, None), next(children, None)
+            group = list(itertools.islice(children, span))
             if (
-                index != seen or left is None or right is None
-                or (left[0], right[0]) != (2 * index, 2 * index + 1)
-                or merkle.node_hash(left[1], right[1]) != value
+                index != seen or len(group) != span
+                or [i for i, _ in group] != list(range(index * span, (index + 1) * span))
+                or fold([h for _, h in group]) != value
             ):
                 first = index << level
                 raise IntegrityFailure(
@@ -122,9 +128,9 @@ def _verify_interior(tree: Tree, size: int) -> None:
                     f"{first + (1 << level) - 1} does not match its children"
                 )
             seen += 1
-        if seen != expected:
+        if seen != size >> level:
             raise IntegrityFailure(
-                f"the tree has {seen} nodes at level {level}, a log of {size} needs {expected}"
+                f"the tree has {seen} nodes at level {level}, a log of {size} needs {size >> level}"
             )
 
 

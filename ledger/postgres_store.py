@@ -158,12 +158,20 @@ class PostgresWriteSession(WriteSession):
         top = self.cursor.fetchone()["top"]
         return 0 if top is None else top + 1
 
-    def read_node(self, level: int, index: int) -> bytes:
+    def read_stored_node(self, level: int, index: int) -> bytes:
         self.cursor.execute(
             SQL("SELECT hash FROM {0} WHERE level = %s AND idx = %s").format(self.merkle),
             (level, index),
         )
         return bytes(self.cursor.fetchone()["hash"])
+
+    def read_leaves(self, start: int, end: int) -> list[bytes]:
+        self.cursor.execute(
+            SQL("SELECT hash FROM {0} WHERE level = 0 AND idx >= %s AND idx < %s ORDER BY idx")
+            .format(self.merkle),
+            (start, end),
+        )
+        return [bytes(row["hash"]) for row in self.cursor.fetchall()]
 
     def insert_nodes(self, nodes: Sequence[tuple[int, int, bytes]]) -> None:
         self.cursor.executemany(
@@ -203,7 +211,7 @@ class PostgresTree(Tree):
         top = self._rows(SQL("SELECT MAX(idx) AS top FROM {0} WHERE level = 0").format(self.merkle))
         return 0 if top[0]["top"] is None else top[0]["top"] + 1
 
-    def read_node(self, level: int, index: int) -> bytes:
+    def read_stored_node(self, level: int, index: int) -> bytes:
         rows = self._rows(
             SQL("SELECT hash FROM {0} WHERE level = %s AND idx = %s").format(self.merkle),
             (level, index),

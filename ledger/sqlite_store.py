@@ -162,12 +162,20 @@ class SQLiteWriteSession(WriteSession):
         largest = self.cursor.fetchone()[0]
         return 0 if largest is None else largest + 1
 
-    def read_node(self, level: int, index: int) -> bytes:
+    def read_stored_node(self, level: int, index: int) -> bytes:
         self.cursor.execute(
             f"SELECT hash FROM {self.recorder.merkle_table} WHERE level = ? AND idx = ?",
             (level, index),
         )
         return self.cursor.fetchone()[0]
+
+    def read_leaves(self, start: int, end: int) -> list[bytes]:
+        self.cursor.execute(
+            f"SELECT hash FROM {self.recorder.merkle_table} WHERE level = 0 AND idx >= ? "
+            "AND idx < ? ORDER BY idx",
+            (start, end),
+        )
+        return [row[0] for row in self.cursor.fetchall()]
 
     def insert_nodes(self, nodes: Sequence[tuple[int, int, bytes]]) -> None:
         self.cursor.executemany(
@@ -209,7 +217,7 @@ class SQLiteTree(Tree):
         )[0][0]
         return 0 if largest is None else largest + 1
 
-    def read_node(self, level: int, index: int) -> bytes:
+    def read_stored_node(self, level: int, index: int) -> bytes:
         rows = self._rows(
             f"SELECT hash FROM {self.recorder.merkle_table} WHERE level = ? AND idx = ?",
             (level, index),

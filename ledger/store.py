@@ -30,7 +30,7 @@ from ledger.events import (
     ResultAnnounced,
     StationRegistered,
 )
-from ledger.merkle import leaf_hash, new_nodes
+from ledger.merkle import leaf_hash, new_nodes, node_hash
 from ledger.validation import Recorded
 
 _NAMESPACE = UUID("6f1d3c52-8a4e-4c1b-9d0e-5b7f2a9c4e11")
@@ -142,6 +142,19 @@ def entry_bytes(position: int, stored: StoredEvent) -> bytes:
     return header.encode() + stored.topic.encode() + b"\n" + payload
 
 
+# Levels 1-3 of the tree are not stored but recomputed from at most 8 leaves when a proof
+# needs them: that halves the rows each append writes, for a few more hashes per proof.
+UNSTORED_LEVELS = frozenset({1, 2, 3})
+
+
+def fold(hashes: Sequence[bytes]) -> bytes:
+    """The root of a perfect subtree from its 2**k consecutive nodes of one level."""
+    level = list(hashes)
+    while len(level) > 1:
+        level = [node_hash(left, right) for left, right in zip(level[::2], level[1::2], strict=True)]
+    return level[0]
+
+
 class LedgerBusy(RuntimeError):
     """Another writer holds the ledger; the batch was not written and may be retried."""
 
@@ -179,10 +192,19 @@ class WriteSession(ABC):
         """How many leaves the stored Merkle tree has."""
 
     @abstractmethod
-    def read_node(self, level: int, index: int) -> bytes: ...
+    def read_stored_node(self, level: int, index: int) -> bytes: ...
+
+    @abstractmethod
+    def read_leaves(self, start: int, end: int) -> list[bytes]:
+        """The stored leaf hashes ``start`` to ``end - 1``."""
 
     @abstractmethod
     def insert_nodes(self, nodes: Sequence[tuple[int, int, bytes]]) -> None: ...
+
+    def read_node(self, level: int, index: int) -> bytes:
+        if level in UNSTORED_LEVELS:
+            return fold(self.read_leaves(index << level, (index + 1) << level))
+        return self.read_stored_node(level, index)
 
     def insert(self, entries: Sequence[NewEntry], recorded_at: datetime) -> list[int]:
         """Write the entries and extend the Merkle tree over them, in this transaction."""
@@ -196,7 +218,9 @@ class WriteSession(ABC):
             leaf_hash(entry_bytes(position, e.stored))
             for position, e in zip(positions, entries, strict=True)
         ]
-        self.insert_nodes(new_nodes(size, leaves, self.read_node))
+        self.insert_nodes(
+            [node for node in new_nodes(size, leaves, self.read_node) if node[0] not in UNSTORED_LEVELS]
+        )
 
 
 class MissingNode(LookupError):
@@ -212,8 +236,17 @@ class Tree(ABC):
     def size(self) -> int: ...
 
     @abstractmethod
-    def read_node(self, level: int, index: int) -> bytes:
+    def read_stored_node(self, level: int, index: int) -> bytes:
         """The stored node; ``MissingNode`` if there is none."""
+
+    def read_node(self, level: int, index: int) -> bytes:
+        if level in UNSTORED_LEVELS:
+            start, count = index << level, 1 << level
+            rows = self.level(0, start - 1, count)
+            if len(rows) != count or rows[0][0] != start:
+                raise MissingNode(level, index)
+            return fold([value for _, value in rows])
+        return self.read_stored_node(level, index)
 
     @abstractmethod
     def level(self, level: int, after: int, limit: int) -> list[tuple[int, bytes]]:

@@ -11,6 +11,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from ledger.store import entry_bytes
 from tests.conftest import PG_SERVER, LedgerUnderTest
 from tests.test_tally import LATER, NIGHT
 
@@ -130,14 +131,14 @@ def _rebuild_tree(ledger: LedgerUnderTest, size: int) -> None:
     from ledger import merkle
     from ledger.application import Ledger
     from ledger.config import locate
-    from ledger.store import entry_bytes
+    from ledger.store import UNSTORED_LEVELS, entry_bytes
 
     app = Ledger(locate(ledger.db))
     try:
         events = app.recorder.select_notifications(0, size, inclusive_of_start=False)
         tree = merkle.MemoryTree([merkle.leaf_hash(entry_bytes(e.id, e)) for e in events],
                                  hashed=True)
-        rows = list(tree.nodes())
+        rows = [node for node in tree.nodes() if node[0] not in UNSTORED_LEVELS]
     finally:
         app.close()
     if ledger.backend == "sqlite":
@@ -201,3 +202,41 @@ def test_an_inclusion_proof_checks_offline(signed: tuple[LedgerUnderTest, Path, 
     assert ledger.run("check-proof", str(path), "--checkpoint", str(note)).code == 1
     later = ledger.run("prove", "s1-r", "--checkpoint", str(note))
     assert later.code == 2 and "recorded after the checkpoint of size 10" in later.err
+
+
+def test_proofs_hold_in_a_larger_tree_and_an_edited_node_is_caught(
+    ledger: LedgerUnderTest,
+) -> None:
+    from ledger import merkle
+    from ledger.application import Ledger
+    from ledger.config import locate
+    from ledger.integrity import IntegrityFailure, check_proof, checkpoint_of, inclusion_proof
+    from ledger.integrity import verify as verify_log
+    from tests.conftest import definition, station
+
+    ledger.append(definition(), *(station(f"x{i}", "R", 100 + i) for i in range(299)))
+    app = Ledger(locate(ledger.db))
+    try:
+        tree = app.recorder.tree()
+        assert tree.size() == 300
+        note = checkpoint_of(tree)
+        assert note.root == merkle.MemoryTree(
+            [merkle.leaf_hash(entry_bytes(e.id, e))
+             for e in app.recorder.select_notifications(0, 300, inclusive_of_start=False)],
+            hashed=True).root()
+        for event in app.recorder.select_notifications(0, 300, inclusive_of_start=False)[::7]:
+            event_id = json.loads(event.state)["event"]["event_id"]
+            check_proof(inclusion_proof(app.recorder, tree, event_id, note), note)
+        assert verify_log(app.recorder, tree, note).size == 300
+    finally:
+        app.close()
+    _drop_triggers(ledger)
+    _sql(ledger, "UPDATE {merkle} SET hash = " + (
+        "zeroblob(32)" if ledger.backend == "sqlite" else "decode(repeat('00', 32), 'hex')"
+    ) + " WHERE level = 5 AND idx = 3")
+    app = Ledger(locate(ledger.db))
+    try:
+        with pytest.raises(IntegrityFailure, match=r"tree node \(level 5, index 3\) over leaves 96-127"):
+            verify_log(app.recorder, app.recorder.tree(), None)
+    finally:
+        app.close()
