@@ -48,11 +48,13 @@ def build_parser() -> Parser:
     common.add_argument("--db", default=argparse.SUPPRESS, metavar="PATH_OR_URL",
                         help="SQLite file or postgresql:// URL (default: $LEDGER_DB or ./ledger.db)")
     parser = Parser(
-        prog="ledger", parents=[common],
+        prog="ledger",
         description="A tamper-evident ledger of election protocols, announcements and appeals.",
         epilog="Example: ledger append night.jsonl && ledger tally --as-of 2030-04-07T23:00:00+02:00",
     )
-    parser.set_defaults(db=None)
+    # Accepted before the command too (`ledger --db X tally`). A separate dest, because a
+    # subcommand's namespace overwrites the top level's.
+    parser.add_argument("--db", dest="global_db", metavar="PATH_OR_URL", help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
 
     def command(name: str, help: str, example: str, run: Callable[..., int]) -> Parser:
@@ -164,6 +166,7 @@ def _positive(text: str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.db = getattr(args, "db", None) or args.global_db
     if not getattr(args, "run", None):
         parser.print_help()
         return 2

@@ -154,16 +154,22 @@ def _write_rejects(path: Path, outcome: Any) -> None:
 
 def _refresh_read_models(location: Location, ledger: Ledger) -> int:
     from projections.apply import catch_up, rebuild
-    from projections.schema import applied_position, open_read_models
+    from projections.schema import (
+        SCHEMA_VERSION,
+        applied_position,
+        open_read_models,
+        schema_version,
+    )
 
     path = location.read_models_path()
     db = open_read_models(path)
     try:
-        if applied_position(db) > 0:
+        if applied_position(db) > 0 and schema_version(db) == SCHEMA_VERSION:
             return catch_up(db, ledger)
     finally:
         db.conn.close()
-    # A first load is a rebuild: bulk-loaded, then indexed, instead of row by indexed row.
+    # A first load is a rebuild (bulk-loaded, then indexed, instead of row by indexed row);
+    # so is a model of an older shape.
     return rebuild(path, ledger)
 
 
@@ -186,7 +192,7 @@ def read_models(args: argparse.Namespace) -> Iterator[Any]:
     opened: a query then costs its SQL and little else.
     """
     from ledger.head import sqlite_head
-    from projections.schema import applied_position, connect
+    from projections.schema import SCHEMA_VERSION, applied_position, connect, schema_version
 
     location = locate(args.db)
     path = location.read_models_path()
@@ -195,7 +201,8 @@ def read_models(args: argparse.Namespace) -> Iterator[Any]:
         head = sqlite_head(location.db)
         with closing(connect(path)) as db:
             try:
-                current = head is not None and applied_position(db) == head
+                current = (head is not None and applied_position(db) == head
+                           and schema_version(db) == SCHEMA_VERSION)
             except sqlite3.Error:
                 current = False
     if not current:
@@ -424,7 +431,6 @@ def keygen(args: argparse.Namespace) -> int:
 
 def export(args: argparse.Namespace) -> int:
     from projections.nist import election_report
-
     from projections.tally import load_election
 
     moment = _moment(args)
@@ -446,7 +452,6 @@ def import_dataset(args: argparse.Namespace) -> int:
 
 def report(args: argparse.Namespace) -> int:
     from projections.report import render_report
-
     from projections.tally import load_election
 
     out = Path(args.out)

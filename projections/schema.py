@@ -86,6 +86,10 @@ TABLES: dict[str, dict] = {
 }
 
 
+# Bumped whenever a table changes shape: read models of another version are rebuilt.
+SCHEMA_VERSION = 2
+
+
 def open_read_models(path: Path | str, *, indexes: bool = True) -> sqlite_utils.Database:
     """Open (creating if needed) the read-model file at ``path``, to write to it."""
     import sqlite_utils
@@ -96,7 +100,10 @@ def open_read_models(path: Path | str, *, indexes: bool = True) -> sqlite_utils.
     connection.execute("PRAGMA journal_mode=DELETE")
     connection.execute("PRAGMA synchronous=NORMAL")
     db = sqlite_utils.Database(connection)
+    fresh = not db["applied"].exists()
     create_tables(db)
+    if fresh:
+        db.execute("INSERT INTO applied (name, position) VALUES ('schema', ?)", [SCHEMA_VERSION])
     if indexes:
         create_indexes(db)
     return db
@@ -120,6 +127,14 @@ def create_indexes(db: sqlite_utils.Database) -> None:
 def connect(path: Path | str) -> sqlite3.Connection:
     """A plain connection for answering queries: no table creation, light to import."""
     return sqlite3.connect(str(path), timeout=30)
+
+
+def schema_version(db: Any) -> int:
+    try:
+        row = db.execute("SELECT position FROM applied WHERE name = 'schema'").fetchone()
+    except sqlite3.Error:
+        return 0
+    return row[0] if row else 0
 
 
 def applied_position(db: Any) -> int:

@@ -265,9 +265,9 @@ def final_exclusions(
         for station in targets or named:
             if remedy == "annul":
                 annulled[station] = appeal
-            elif remedy == "recount":
-                recount[station] = max((appeal, decided_at), recount.get(station, ("", "")),
-                                       key=lambda pair: pair[1])
+            elif remedy == "recount" and decided_at > recount.get(station, ("", ""))[1]:
+                # Two recount orders for one station: the later one is what a recount answers.
+                recount[station] = (appeal, decided_at)
     awaiting = _awaiting_recount(db, params, recount)
     return Exclusions(contested, annulled, awaiting)
 

@@ -1,0 +1,285 @@
+"""The HTML report, built from a real demo ledger and from the hand-built night of
+test_tally.py, and opened in a real browser (headless Chromium) to see the charts render."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from projections.moment import Moment, moment
+from projections.report import PALETTE, render_report
+from projections.schema import connect
+from projections.tally import load_election, seats, tally
+from tests.conftest import LedgerUnderTest, definition, protocol, station
+from tests.test_tally import LATER, NIGHT
+
+SECTIONS = ("results", "night", "forensics", "withheld", "disputes")
+MIDNIGHT = "2007-08-19T00:00:00+06:00"
+DEMO_CHARTS = 4  # seats, the night, turnout against share, withheld against copied
+
+
+@pytest.fixture
+def backend() -> str:
+    """The report reads the SQLite read models whatever store holds the log: one is enough."""
+    return "sqlite"
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("demo") / "kz"
+    result = subprocess.run(
+        [sys.executable, "-m", "ledger", "demo", "--dir", str(directory), "--stations", "1500"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    return directory / "ledger.projections.db"
+
+
+@pytest.fixture(scope="module")
+def demo_page(demo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("page") / "report.html"
+    path.write_text(_render(demo, moment()), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome", "/usr/bin/chromium"):
+        if found := shutil.which(name):
+            return found
+    pytest.skip("no chromium binary found (apt-get install chromium): the browser checks need one")
+
+
+def _render(path: Path, at: Moment) -> str:
+    db = connect(path)
+    try:
+        return render_report(db, load_election(db, None), at)
+    finally:
+        db.close()
+
+
+class Tables(HTMLParser):
+    """Every table of a page by id: its header cells and its rows as (data-key, cell texts)."""
+
+    def __init__(self, page: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.headers: dict[str, list[str]] = {}
+        self.rows: dict[str, list[tuple[str | None, list[str]]]] = {}
+        self._table: str | None = None
+        self._row: tuple[str | None, list[str]] | None = None
+        self._cell: list[str] | None = None
+        self.feed(page)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        named = dict(attrs)
+        if tag == "table":
+            self._table = named.get("id") or ""
+            self.headers[self._table], self.rows[self._table] = [], []
+        elif tag == "tr" and self._table is not None:
+            self._row = (named.get("data-key"), [])
+        elif tag in ("td", "th") and self._row is not None:
+            self._cell = []
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self._cell is not None and self._row and self._table is not None:
+            text = "".join(self._cell).strip()
+            (self.headers[self._table] if tag == "th" else self._row[1]).append(text)
+            self._cell = None
+        elif tag == "tr" and self._row is not None and self._table is not None:
+            if self._row[1]:
+                self.rows[self._table].append(self._row)
+            self._row = None
+        elif tag == "table":
+            self._table = None
+
+    def column(self, table: str, header: str) -> dict[str | None, str]:
+        index = self.headers[table].index(header)
+        return {key: cells[index] for key, cells in self.rows[table]}
+
+
+def _number(text: str) -> int:
+    return int(text.replace(",", "").replace("\u2212", "-"))
+
+
+def _browser(chromium: str, tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--hide-scrollbars", f"--user-data-dir={tmp / 'profile'}"]
+    return subprocess.run([chromium, *flags, *args], capture_output=True, text=True, timeout=120)
+
+
+# --- the demo ledger ---------------------------------------------------------------------
+
+
+def test_the_demo_report_has_every_section_and_states_its_moment(demo_page: Path) -> None:
+    page = demo_page.read_text(encoding="utf-8")
+    assert page.startswith("<!DOCTYPE html>")
+    for section in SECTIONS:
+        assert f'<section id="{section}">' in page, section
+    for heading in ("Preliminary tally", "Final tally", "Seats", "Through the night",
+                    "Turnout and vote share, station by station", "Withheld protocols",
+                    "Announcements against the protocols", "Conflicting protocols", "Appeals"):
+        assert f"{heading}</h" in page, heading
+    assert "no bound: everything the ledger holds" in page and "Times are shown in UTC" in page
+    assert page.count('<figure class="chart"') == DEMO_CHARTS
+    assert page.count("<svg") == DEMO_CHARTS
+    assert "recomputed at 24 moments" in page
+    assert "1,500 stations shown" in page  # one dot per station in the forensics chart
+
+
+@pytest.mark.parametrize("as_of", [None, MIDNIGHT])
+def test_the_tables_show_the_tally_of_the_moment(demo: Path, as_of: str | None) -> None:
+    at = moment(as_of)
+    page = _render(demo, at)
+    db = connect(demo)
+    try:
+        election = load_election(db, None)
+        preliminary = tally(db, election, at)
+        final = tally(db, election, at, stage="final")
+        allocation = seats(db, election, at, stage="final")
+    finally:
+        db.close()
+    tables = Tables(page)
+    for table, expected in (("preliminary-tally", preliminary), ("final-tally", final)):
+        shown = {k: _number(v) for k, v in tables.column(table, "Votes").items()}
+        assert shown == {c: expected["votes"].get(c, 0) for c, _, _ in election.choices}
+        shares = tables.column(table, "Share of valid")
+        assert all(shares[c] == f"{s:.2f}%" for c, s in expected["shares"].items())
+    assert {k: _number(v) for k, v in tables.column("seats", "Seats").items()} == allocation["seats"]
+    assert (f"{preliminary['stations_reporting']:,} of {preliminary['stations_total']:,} "
+            "stations counted") in page
+    if as_of:  # midnight: part of the night only, times in the offset the moment was written in
+        assert 0 < preliminary["stations_reporting"] < preliminary["stations_total"]
+        assert "19 Aug 2007, 00:00" in page and "UTC+06:00" in page
+
+
+def test_withheld_conflicts_and_appeals_are_tabled(demo_page: Path) -> None:
+    tables = Tables(demo_page.read_text(encoding="utf-8"))
+    (osdp,) = tables.rows["withheld-comparison"]
+    assert osdp[1][:2] == ["osdp (Nationwide Social Democratic Party)", "62"]
+    assert len(tables.rows["withheld-list"]) == 62
+    assert len({cells[0] for _, cells in tables.rows["conflicts"]}) == 5  # five disputed stations
+    (appeal,) = tables.rows["appeals"]
+    assert appeal[1][0] == "ak-zhol-recount" and "rejected" in appeal[1]
+    assert [cells[-1] for _, cells in tables.rows["discrepancies"]] == ["yes", "yes"]
+
+
+def test_nothing_in_the_page_would_be_fetched(demo_page: Path) -> None:
+    page = demo_page.read_text(encoding="utf-8")
+    for tag in ("<script", "<link", "<iframe", "<object", "<embed", "@import", "<?xml", "<!DOCTYPE svg"):
+        assert tag.lower() not in page.lower(), tag
+    # Every reference points inside the page: an id or an inline (data:) image.
+    references = re.findall(r"""(?:src|href)\s*=\s*["']([^"']*)""", page, flags=re.IGNORECASE)
+    assert references and all(r.startswith(("#", "data:")) for r in references)
+    assert not re.search(r"url\(\s*['\"]?(?!#|data:)", page)
+    # SVG namespace declarations are names, not addresses a browser loads.
+    names = re.sub(r'\sxmlns(?::\w+)?="http://www\.w3\.org/[^"]*"', "", page)
+    assert "http://" not in names and "https://" not in names
+
+
+# --- a real browser ----------------------------------------------------------------------
+
+
+def test_a_browser_builds_every_chart_into_the_dom(demo_page: Path, chromium: str,
+                                                  tmp_path: Path) -> None:
+    result = _browser(chromium, tmp_path, "--dump-dom", demo_page.as_uri())
+    assert result.returncode == 0, result.stderr[-2000:]
+    dom = result.stdout
+    assert '<section id="forensics">' in dom
+    assert dom.count("<svg") >= demo_page.read_text(encoding="utf-8").count('<figure class="chart"')
+    assert dom.count("<svg") >= DEMO_CHARTS
+
+
+def test_a_browser_screenshot_is_not_blank(demo_page: Path, chromium: str, tmp_path: Path) -> None:
+    from matplotlib.image import imread
+
+    shot = tmp_path / "report.png"
+    result = _browser(chromium, tmp_path, f"--screenshot={shot}", "--window-size=1200,3000",
+                      demo_page.as_uri())
+    assert result.returncode == 0 and shot.exists(), result.stderr[-2000:]
+    pixels = (imread(str(shot))[..., :3] * 255).round().astype(int)
+    assert pixels.shape[:2] == (3000, 1200)
+    inked = (pixels.sum(axis=-1) < 3 * 235).mean()
+    assert inked > 0.03, f"only {inked:.1%} of the page is not white"
+    colours = {tuple(p) for p in pixels[::3, ::3].reshape(-1, 3).tolist()}
+    assert len(colours) > 200
+    # The seat chart's big bar, in the first party's colour: a chart was drawn, not just text.
+    blue = tuple(int(PALETTE[0][i:i + 2], 16) for i in (1, 3, 5))
+    near = (abs(pixels - blue).sum(axis=-1) < 12).sum()
+    assert near > 3000, f"{near} pixels of the first party's colour"
+
+
+# --- the hand-built night ----------------------------------------------------------------
+
+
+def _page_of(ledger: LedgerUnderTest, at: Moment | None = None) -> str:
+    return _render(ledger.directory / "read-models.db", at or Moment())
+
+
+def test_the_hand_built_night_renders_with_its_hand_computed_numbers(
+    registered: LedgerUnderTest,
+) -> None:
+    registered.append(*NIGHT)
+    registered.append(*LATER)
+    page = _page_of(registered)
+    tables = Tables(page)
+    # By hand (test_tally.py): a = 400 (n1) + 110 (n2, corrected) + 550 (s1, recount).
+    assert _number(tables.column("preliminary-tally", "Votes")["a"]) == 1060
+    # Final: n2 annulled on appeal y, so a = 400 + 550.
+    assert _number(tables.column("final-tally", "Votes")["a"]) == 950
+    assert "Annulled on appeal: n2" in page
+    assert [_number(v) for v in tables.column("seats", "Seats").values()] == [3, 2, 0, 0]
+    assert [(cells[0], cells[6]) for _, cells in tables.rows["appeals"]] == [
+        ("x", "upheld"), ("y", "upheld")]
+    assert [(cells[0], cells[2]) for _, cells in tables.rows["conflicts"]] == [
+        ("n1", "votes for Party A"), ("n1", "votes for Party B")]
+    # The preliminary announcement claimed a 1200 where the board's protocols summed to 1110.
+    assert tables.rows["discrepancies"][0][1][6] == "Party A +90"
+    assert tables.rows["withheld-comparison"][0][1][0] == "watch (not on the ballot)"
+    assert "<summary>The refusal</summary>" in page
+    # y's decision names no stations: its remedy falls on the appeal's own.
+    assert [cells[-1] for _, cells in tables.rows["appeals"]] == ["s1", "the stations appealed"]
+    # Turnout needs the station's electorate (1000, 500, 1500): three dots.
+    assert "3 stations shown" in page
+    assert page.count("<svg") == page.count('<figure class="chart"') == 3  # no withheld chart
+
+
+def test_a_moment_before_any_protocol_still_renders(registered: LedgerUnderTest) -> None:
+    registered.append(*NIGHT)
+    page = _page_of(registered, moment("2030-04-07T19:00:00+02:00"))
+    assert "No official protocol is visible at this moment." in page
+    assert "No station with a known electorate has reported yet." in page
+    assert "0 of 3 stations counted" in page
+
+
+def test_a_single_official_protocol_is_a_single_moment(registered: LedgerUnderTest) -> None:
+    registered.append(*NIGHT)
+    page = _page_of(registered, moment("2030-04-07T20:15:00+02:00"))
+    assert "when the only official protocol so far arrived (7 Apr 2030, 20:00)" in page
+    assert "1 station shown" in page and "UTC+02:00" in page
+    assert _number(Tables(page).column("preliminary-tally", "Votes")["a"]) == 400
+
+
+def test_names_from_the_ledger_are_escaped(ledger: LedgerUnderTest) -> None:
+    hostile = 'Party <script>alert("x")</script> & $1$ & Co'
+    ledger.append(
+        definition(name="<b>Council</b>", choices=[{"id": "a", "name": hostile},
+                                                   {"id": "b", "name": "Party B"}]),
+        station("n1", "North", 1000),
+        protocol("n1", "07T20:00:00", {"a": 400, "b": 300}, registered=1000),
+        protocol("n1", "07T20:30:00", {"a": 380, "b": 320}, by="<img src=x>"),
+    )
+    page = _page_of(ledger)
+    assert "<script" not in page and "<b>Council" not in page and "<img" not in page
+    assert "Party &lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; $1$ &amp; Co" in page
+    assert "&lt;img src=x&gt;" in page
