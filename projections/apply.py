@@ -86,7 +86,7 @@ def rebuild(path: Path, log: Log) -> int:
     """Build the read models from position 0 into a new file, then swap it in.
 
     The new file is private until the swap, so it is written without a journal or syncs
-    and indexed after loading; it is synced once before it replaces the old one.
+    and indexed after loading; it is synced once, before it replaces the old one.
     """
     fresh = path.with_name(path.name + ".rebuilding")
     fresh.unlink(missing_ok=True)
@@ -96,10 +96,10 @@ def rebuild(path: Path, log: Log) -> int:
         db.execute("PRAGMA synchronous=OFF")
         count = catch_up(db, log)
         create_indexes(db)
-        db.execute("PRAGMA synchronous=FULL")
-        db.execute("VACUUM")  # also forces the file to disk before the swap
     finally:
         db.conn.close()
+    with fresh.open("rb+") as written:  # on disk before it replaces the old file
+        os.fsync(written.fileno())
     os.replace(fresh, path)
     return count
 
