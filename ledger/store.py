@@ -50,7 +50,7 @@ def stream_key(event: Event) -> StreamKey:
     raise TypeError(f"no stream for {type(event).__name__}")  # pragma: no cover
 
 
-@lru_cache(maxsize=1 << 18)
+@lru_cache(maxsize=1 << 15)  # a chunk touches at most a few thousand streams
 def stream_id(key: StreamKey) -> UUID:
     # Ids cannot contain control characters, so the unit separator keeps names unambiguous.
     return uuid5(_NAMESPACE, "\x1f".join(key))
