@@ -24,9 +24,6 @@ if TYPE_CHECKING:
     from ledger.application import Ledger
 
 
-__all__ = ["BadInput", "Failure"]
-
-
 @contextmanager
 def open_ledger(location: Location, *, must_exist: bool = False) -> Iterator[Ledger]:
     """The ledger at ``location``, closed (connection pools and all) when done."""
@@ -64,10 +61,11 @@ def _input(name: str) -> Iterator[IO[bytes]]:
     if path.is_dir():
         raise BadInput(f"{name}: is a directory, not a JSON Lines file")
     try:
-        with path.open("rb") as stream:
-            yield stream
+        stream = path.open("rb")
     except PermissionError:
         raise BadInput(f"{name}: permission denied") from None
+    with stream:
+        yield stream
 
 
 def _bulk() -> None:
