@@ -7,6 +7,8 @@ value the user actually sent.
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -14,8 +16,8 @@ from typing import IO, Any
 
 import msgspec
 
-from ledger.errors import BadInput
-from ledger.events import MAX_COUNT, TYPE_NAMES, Event, decoder
+from ledger.errors import BadInput, one_line
+from ledger.events import MAX_COUNT, MAX_ID_LENGTH, TYPE_NAMES, Event, decoder
 
 MAX_LINE_BYTES = 1 << 20
 MAX_BATCH_LINES = 5_000_000
@@ -28,8 +30,11 @@ class Problem:
     reason: str
 
     def __str__(self) -> str:
+        # Field names and reasons may quote what the user sent: a hostile line must not be
+        # able to print a second line (or a terminal escape) into the error output.
         where = f"line {self.line}: " if self.line else ""
-        return f"{where}{self.field}: {self.reason}" if self.field else f"{where}{self.reason}"
+        text = f"{where}{self.field}: {self.reason}" if self.field else f"{where}{self.reason}"
+        return one_line(text)
 
 
 @dataclass(frozen=True)
@@ -68,12 +73,23 @@ def _bounded_lines(stream: IO[bytes]) -> Iterator[bytes]:
 
 
 def parse_line(number: int, text: bytes) -> Line:
+    """One line, decoded and validated: an event, or the one problem that stops it.
+
+    Never raises for any bytes whatever: a hostile line becomes a problem like any other.
+    """
     try:
         return Line(number, text, decoder.decode(text), None)
     except msgspec.ValidationError as error:
         return Line(number, text, None, _explain(number, text, str(error)))
     except msgspec.DecodeError as error:
         return Line(number, text, None, _malformed(number, text, str(error)))
+    except UnicodeDecodeError:
+        # msgspec lets this through for invalid UTF-8 inside a JSON string.
+        return Line(number, text, None, _malformed(number, text, ""))
+    except RecursionError:
+        return Line(number, text, None, Problem(
+            number, None, "malformed JSON: nested too deeply"
+        ))
 
 
 def _malformed(number: int, text: bytes, message: str) -> Problem:
@@ -81,7 +97,7 @@ def _malformed(number: int, text: bytes, message: str) -> Problem:
         text.decode("utf-8")
     except UnicodeDecodeError as error:
         return Problem(number, None, f"not valid UTF-8 (byte {error.start + 1})")
-    detail = message.removeprefix("JSON is malformed: ")
+    detail = message.removeprefix("JSON is malformed: ") or "not valid UTF-8"
     return Problem(number, None, f"malformed JSON: {detail}")
 
 
@@ -99,6 +115,11 @@ _TYPE_WORDS = {
 
 
 def _explain(number: int, text: bytes, message: str) -> Problem:
+    if len(message) > _LONGEST_MESSAGE:
+        # msgspec quotes an offending value or name whole (a 1 MiB "type" makes a 1 MiB
+        # message); the start says what is wrong, the end where: keep both, drop the middle.
+        half = _LONGEST_MESSAGE // 2
+        message = message[:half] + message[-half:]
     match = _AT.match(message)
     assert match is not None
     message, path = match["message"], match["path"] or ""
@@ -106,12 +127,21 @@ def _explain(number: int, text: bytes, message: str) -> Problem:
     segments = _segments(path, raw)
     field = ".".join(str(s) for s in segments) or None
 
-    if m := re.match(r"Object contains unknown field `(.+)`", message):
-        field = ".".join([*map(str, segments), m[1]])
+    if m := re.match(r"Object contains unknown field `(.+)`", message, re.DOTALL):
+        field = ".".join([*map(str, segments), _short(m[1])])
         return Problem(number, field, "unknown field")
-    if m := re.match(r"Object missing required field `(.+)`", message):
+    if m := re.match(r"Object missing required field `(.+)`", message, re.DOTALL):
         field = ".".join([*map(str, segments), m[1]])
         return Problem(number, field, "required field is missing")
+    if m := re.match(r"(?P<message>.*) - at `key` in `\$(?P<path>[^`]*)`$", message, re.DOTALL):
+        # A bad key of a mapping (``votes``): msgspec names the mapping, not the key.
+        segments = _segments(m["path"], raw)
+        field = ".".join(str(s) for s in segments) or None
+        key = _first_bad_id(_at(raw, segments))
+        return Problem(number, field, f"a key contains control characters, is empty or is longer "
+                                      f"than {MAX_ID_LENGTH} characters: {_show(key)}")
+    if message.startswith("Number out of range"):
+        return Problem(number, field, "number out of range")
     if field == "type" and message.startswith("Invalid value"):
         return Problem(
             number, "type", f"unknown event type {_show(_at(raw, segments))}; "
@@ -133,12 +163,22 @@ def _explain(number: int, text: bytes, message: str) -> Problem:
 
 
 _MISSING = object()
+_LONGEST_MESSAGE = 2_000
+
+
+def _short(name: str) -> str:
+    return name if len(name) <= 60 else name[:57] + "..."
 
 
 def _loose(text: bytes) -> Any:
+    """The line as plain JSON values, to quote what the user sent; _MISSING if unreadable."""
     try:
         return msgspec.json.decode(text)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        pass
+    try:  # the standard library reads numbers msgspec cannot hold (1e400 becomes inf)
+        return json.loads(text)
+    except (ValueError, RecursionError):
         return _MISSING
 
 
@@ -156,7 +196,9 @@ def _segments(path: str, raw: Any) -> list[str | int]:
             node = node.get(key, _MISSING) if isinstance(node, dict) else _MISSING
         else:
             segments.append(int(index))
-            node = node[int(index)] if isinstance(node, list) else _MISSING
+            # A duplicated key may leave the raw object holding a different (shorter) list.
+            good = isinstance(node, list) and int(index) < len(node)
+            node = node[int(index)] if good else _MISSING
     return segments
 
 
@@ -168,6 +210,14 @@ def _first_bad_key(mapping: Any) -> str:
             if not good or not key or any(ord(c) < 32 or ord(c) == 127 for c in key):
                 return key
     return "..."
+
+
+def _first_bad_id(mapping: Any) -> Any:
+    if isinstance(mapping, dict):
+        for key in mapping:
+            if not key or len(key) > MAX_ID_LENGTH or any(ord(c) < 32 or ord(c) == 127 for c in key):
+                return key
+    return _MISSING
 
 
 def _at(raw: Any, segments: Iterable[str | int]) -> Any:
@@ -185,5 +235,7 @@ def _at(raw: Any, segments: Iterable[str | int]) -> Any:
 def _show(value: Any) -> str:
     if value is _MISSING:
         return "nothing"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "a number out of range"
     shown = msgspec.json.encode(value).decode()
     return shown if len(shown) <= 60 else shown[:57] + "..."
