@@ -15,13 +15,14 @@ from ledger.reader import Line
 from ledger.store import LedgerMapper, NullTranscoder, Payload, decode_payload, utc_now
 
 CHUNK_LINES = 5_000
+CHUNK_BYTES = 4 << 20
 
 
 class BatchRejected(ValueError):
     """A batch had bad lines and nothing of it was stored."""
 
     def __init__(self, outcome: Outcome) -> None:
-        super().__init__(f"{len(outcome.problems)} problem(s); nothing was appended")
+        super().__init__(f"{outcome.problem_count} problem(s); nothing was appended")
         self.outcome = outcome
 
 
@@ -70,7 +71,7 @@ class Ledger(Application):
             last = session.last_recorded_at()
             recorded_at = max(utc_now(), last) if last else utc_now()
             state = BatchState(session)
-            planner = Planner(state, recorded_at)
+            planner = Planner(state, recorded_at, keep_rejected=skip_invalid)
             for chunk in _chunked(lines, CHUNK_LINES):
                 writable = skip_invalid or not planner.outcome.problems
                 if writable:
@@ -104,11 +105,15 @@ class Ledger(Application):
 
 
 def _chunked(lines: Iterable[Line], size: int) -> Iterator[list[Line]]:
+    """Chunks of at most ``size`` lines and about CHUNK_BYTES of text: memory stays flat
+    whether a file has many short lines or a few enormous ones."""
     chunk: list[Line] = []
+    held = 0
     for line in lines:
         chunk.append(line)
-        if len(chunk) == size:
+        held += len(line.text)
+        if len(chunk) == size or held >= CHUNK_BYTES:
             yield chunk
-            chunk = []
+            chunk, held = [], 0
     if chunk:
         yield chunk

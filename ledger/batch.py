@@ -37,13 +37,16 @@ from ledger.store import (
 )
 from ledger.validation import Recorded, check, is_restatement
 
+MAX_PROBLEMS_KEPT = 1_000  # a refused batch reports its first problems, and counts the rest
+
 
 @dataclass
 class Outcome:
     accepted: int = 0
     already_recorded: int = 0
+    problem_count: int = 0
     problems: list[Problem] = field(default_factory=list)
-    rejected_lines: list[Line] = field(default_factory=list)
+    rejected_lines: list[Line] = field(default_factory=list)  # kept only for a rejects file
     flagged: list[Problem] = field(default_factory=list)
 
 
@@ -151,8 +154,9 @@ class BatchState:
 class Planner:
     """Turns lines into entries to write, keeping every decision it made."""
 
-    def __init__(self, state: BatchState, recorded_at: datetime) -> None:
+    def __init__(self, state: BatchState, recorded_at: datetime, *, keep_rejected: bool) -> None:
         self.state = state
+        self.keep_rejected = keep_rejected
         self.recorded_at = recorded_at
         self.mapper = LedgerMapper(transcoder=None)  # type: ignore[arg-type]
         self.outcome = Outcome()
@@ -209,6 +213,9 @@ class Planner:
         )
 
     def _reject(self, line: Line, problems: list[Problem]) -> None:
-        self.outcome.problems.extend(problems)
-        self.outcome.rejected_lines.append(line)
+        outcome = self.outcome
+        outcome.problem_count += len(problems)
+        outcome.problems.extend(problems[: max(0, MAX_PROBLEMS_KEPT - len(outcome.problems))])
+        if self.keep_rejected:
+            outcome.rejected_lines.append(line)
         return None

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import IO, NoReturn
 
 from ledger import commands
-from ledger.errors import BadInput, Failure
+from ledger.errors import BadInput, Failure, one_line
 from ledger.render import FORMATS
 
 
@@ -24,7 +24,7 @@ class UsageError(ValueError):
 class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         # argparse prints the whole usage block; one line says it better.
-        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"{self.prog}: {one_line(message)} (see {self.prog} --help)\n")
 
 
 def _query_options(parser: argparse.ArgumentParser, *, stage: bool = False) -> None:
@@ -158,14 +158,24 @@ def _positive(text: str) -> int:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    if not 1 <= value <= MAX_STATIONS:
+        raise argparse.ArgumentTypeError(f"expected a number from 1 to {MAX_STATIONS:,}, got {value}")
     return value
 
 
+MAX_STATIONS = 2_000_000  # about twice India; more would only exhaust the disk
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    for number, argument in enumerate(arguments, start=1):
+        try:
+            argument.encode("utf-8")
+        except UnicodeEncodeError:
+            # Linux hands over bytes; undecodable ones would reach SQLite as lone surrogates.
+            return fail(f"argument {number} is not valid UTF-8: {argument!r}", 2)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(arguments)
     args.db = getattr(args, "db", None) or args.global_db
     if not getattr(args, "run", None):
         parser.print_help()
@@ -189,6 +199,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def fail(message: str, code: int, stream: IO[str] | None = None) -> int:
-    print(f"ledger: {message}", file=stream or sys.stderr)
+    print(f"ledger: {one_line(message)}", file=stream or sys.stderr)
     return code
 

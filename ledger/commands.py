@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import sqlite3
 import sys
 from collections.abc import Callable, Iterable
-from contextlib import closing, contextmanager
+from contextlib import closing, contextmanager, nullcontext
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -50,16 +51,48 @@ def _unreachable(location: Location, error: Exception) -> str:
     return f"cannot use the ledger at {location.describe()}: {detail}"
 
 
+def _readable(name: str) -> Path:
+    """An input file named on the command line, or ``BadInput`` saying why not."""
+    path = Path(name)
+    try:
+        if path.is_dir():
+            raise BadInput(f"{name}: is a directory, not a file")
+        if not path.is_file():
+            raise BadInput(f"{name}: no such file")
+    except OSError as error:  # e.g. a name too long for the file system
+        raise BadInput(f"{name}: {error.strerror}") from None
+    return path
+
+
+def _writable(name: str, option: str, location: Location | None = None) -> Path:
+    """An output file named on the command line: never the ledger or its read models."""
+    path = Path(name)
+    if not name or path.name in ("", ".", ".."):
+        raise BadInput(f"{option}: {name!r} does not name a file")
+    if len(os.fsencode(path.name)) > 255:
+        raise BadInput(f"{option}: the file name is too long")
+    if not path.parent.is_dir():
+        raise BadInput(f"{option}: directory {str(path.parent)!r} does not exist")
+    if path.is_dir():
+        raise BadInput(f"{option}: {name} is a directory")
+    if location is not None:
+        protected = [location.read_models_path()]
+        if not location.is_postgres:
+            protected.append(Path(location.db))
+        for base in protected:
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                kept = base.with_name(base.name + suffix)
+                if os.path.realpath(path) == os.path.realpath(kept):
+                    raise BadInput(f"{option}: {name} is part of the ledger; choose another file")
+    return path
+
+
 @contextmanager
 def _input(name: str) -> Iterator[IO[bytes]]:
     if name == "-":
         yield sys.stdin.buffer
         return
-    path = Path(name)
-    if not path.exists():
-        raise BadInput(f"{name}: no such file")
-    if path.is_dir():
-        raise BadInput(f"{name}: is a directory, not a JSON Lines file")
+    path = _readable(name)
     try:
         stream = path.open("rb")
     except PermissionError:
@@ -93,13 +126,16 @@ def _append_lines(args: argparse.Namespace, lines: Callable[[], Iterable[Line]])
     skip_invalid = getattr(args, "skip_invalid", False)
     rejects = getattr(args, "rejects", None)
     location = locate(args.db)
-    with open_ledger(location) as ledger:
+    # Opened before anything is stored: a rejects file that cannot be written must not
+    # cost the rejected lines after the good ones were committed.
+    rejected_out = _writable(rejects, "--rejects", location).open("wb") if rejects else None
+    with open_ledger(location) as ledger, rejected_out or nullcontext():
         try:
             appended = ledger.append(lines(), skip_invalid=skip_invalid)
         except BatchRejected as rejected:
             for problem in rejected.outcome.problems[:MAX_PROBLEMS_SHOWN]:
                 print(problem, file=sys.stderr)
-            hidden = len(rejected.outcome.problems) - MAX_PROBLEMS_SHOWN
+            hidden = rejected.outcome.problem_count - MAX_PROBLEMS_SHOWN
             if hidden > 0:
                 print(f"... and {hidden} more problem(s)", file=sys.stderr)
             print("nothing was appended: fix the lines above and try again", file=sys.stderr)
@@ -107,15 +143,19 @@ def _append_lines(args: argparse.Namespace, lines: Callable[[], Iterable[Line]])
         except LedgerBusy as busy:
             raise Failure(str(busy)) from None
         outcome = appended.outcome
-        if rejects:
-            _write_rejects(Path(rejects), outcome)
-        caught_up = _refresh_read_models(location, ledger)
+        if rejected_out is not None:
+            _write_rejects(rejected_out, outcome)
+        try:
+            caught_up: int | str = _refresh_read_models(location, ledger)
+        except sqlite3.OperationalError as busy:
+            # The batch is committed; the models catch up at the next query.
+            caught_up = f"not yet ({busy}); they catch up at the next query"
     summary = {
         "appended": appended.count,
         "first_position": appended.first_position,
         "last_position": appended.last_position,
         "already_recorded": outcome.already_recorded,
-        "rejected": len(outcome.rejected_lines),
+        "rejected": len({p.line for p in outcome.problems}) if skip_invalid else 0,
         "flagged": [str(problem) for problem in outcome.flagged],
         "read_models_updated": caught_up,
     }
@@ -130,24 +170,25 @@ def _append_lines(args: argparse.Namespace, lines: Callable[[], Iterable[Line]])
           + (f"; {summary['rejected']} rejected, see {rejects}" if rejects else ""))
     for problem in outcome.flagged[:MAX_PROBLEMS_SHOWN]:
         print(f"flagged (recorded as issued): {problem}", file=sys.stderr)
+    if isinstance(caught_up, str):
+        print(f"note: read models {caught_up}", file=sys.stderr)
     return 0
 
 
 MAX_PROBLEMS_SHOWN = 50
 
 
-def _write_rejects(path: Path, outcome: Any) -> None:
+def _write_rejects(out: IO[bytes], outcome: Any) -> None:
     reasons: dict[int, list[str]] = {}
     for problem in outcome.problems:
         reasons.setdefault(problem.line, []).append(
             f"{problem.field}: {problem.reason}" if problem.field else problem.reason
         )
     encoder = msgspec.json.Encoder()
-    with path.open("wb") as out:
-        for line in outcome.rejected_lines:
-            record = {"line": line.number, "reasons": reasons.get(line.number, []),
-                      "text": line.text.decode("utf-8", "replace")}
-            out.write(encoder.encode(record) + b"\n")
+    for line in outcome.rejected_lines:
+        record = {"line": line.number, "reasons": reasons.get(line.number, []),
+                  "text": line.text.decode("utf-8", "replace")}
+        out.write(encoder.encode(record) + b"\n")
 
 
 def _refresh_read_models(location: Location, ledger: Ledger) -> int:
@@ -419,7 +460,9 @@ def check_proof(args: argparse.Namespace) -> int:
 def keygen(args: argparse.Namespace) -> int:
     from ledger.checkpoint import generate_key_pair
 
-    prefix = Path(args.prefix)
+    prefix = _writable(args.prefix, "PREFIX", locate(args.db))
+    for made in (prefix.with_suffix(".key"), prefix.with_suffix(".pub")):
+        _writable(str(made), "PREFIX", locate(args.db))
     if prefix.with_suffix(".key").exists():
         raise BadInput(f"{prefix.with_suffix('.key')} exists; not overwriting a key")
     secret, public = generate_key_pair(prefix)
@@ -441,9 +484,7 @@ def export(args: argparse.Namespace) -> int:
 def import_dataset(args: argparse.Namespace) -> int:
     from ledger.openelections import read_openelections
 
-    path = Path(args.file)
-    if not path.is_file():
-        raise BadInput(f"{args.file}: no such file")
+    path = _readable(args.file)
     return _append_lines(args, lambda: read_openelections(
         path, occurred_at=args.occurred_at, authority=args.authority))
 
@@ -452,9 +493,7 @@ def report(args: argparse.Namespace) -> int:
     from projections.report import render_report
     from projections.tally import load_election
 
-    out = Path(args.out)
-    if not out.parent.is_dir():
-        raise BadInput(f"--out: directory {str(out.parent)!r} does not exist")
+    out = _writable(args.out, "--out", locate(args.db))
     moment = _moment(args)
     with read_models(args) as db, _query():
         html = render_report(db, load_election(db, args.election), moment)

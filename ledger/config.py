@@ -40,6 +40,11 @@ class Location:
         unknown = set(query) - {"schema", "connect_timeout", "lock_timeout", "pool_size"}
         if unknown:
             raise BadLocation(f"--db: unknown URL parameter(s) {', '.join(sorted(unknown))}")
+        for name in ("connect_timeout", "lock_timeout", "pool_size"):
+            if name in query and not query[name].isdigit():
+                raise BadLocation(f"--db: {name} must be a whole number of "
+                                  f"{'connections' if name == 'pool_size' else 'seconds'}, "
+                                  f"got {query[name]!r}")
         try:
             port = str(url.port or 5432)
         except ValueError as error:

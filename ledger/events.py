@@ -21,8 +21,8 @@ Seats = Annotated[int, msgspec.Meta(ge=1, le=100_000)]
 Percent = Annotated[float, msgspec.Meta(ge=0, le=100)]
 Timestamp = Annotated[datetime, msgspec.Meta(tz=True)]
 # Identifiers end up in command lines, file names and tables: no control characters.
-Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH, pattern=r"^[^\x00-\x1f\x7f]+$")]
-Text = Annotated[str, msgspec.Meta(max_length=10_000, pattern=r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$")]
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH, pattern=r"^[^\x00-\x1f\x7f-\x9f]+$")]
+Text = Annotated[str, msgspec.Meta(max_length=10_000, pattern=r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$")]
 Sha256 = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
 
 Method = Literal[

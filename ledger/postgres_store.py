@@ -21,6 +21,8 @@ from psycopg.sql import SQL, Composed, Identifier
 from ledger.store import LedgerBusy, MissingNode, NewEntry, Tree, WriteSession, decode_payload
 from ledger.validation import Recorded
 
+_SCHEMA_LOCK = 0x4C45444745520001  # "LEDGER" + 1: serialises first-time table creation
+
 
 class PostgresLedgerRecorder(PostgresApplicationRecorder):
     def __init__(self, datastore: Any, *, events_table_name: str = "stored_events") -> None:
@@ -82,11 +84,32 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
         return PostgresTree(self)
 
     def create_table(self) -> None:
-        with self.datastore.transaction(commit=True) as cursor:
-            cursor.execute(
-                SQL("CREATE SCHEMA IF NOT EXISTS {0}").format(Identifier(self.datastore.schema))
-            )
-        super().create_table()
+        """Create the tables once. The library's statements lock the events table, so running
+        them at every start would queue each command behind a writer's batch (ignoring
+        lock_timeout) and deadlock processes that start together."""
+        if self._tables_exist():
+            self.datastore.register_type_adapters()
+            return
+        # One creator at a time; the others wait here, then find the tables made.
+        with self.datastore.get_connection() as connection:
+            connection.execute("SELECT pg_advisory_lock(%s)", (_SCHEMA_LOCK,))
+            try:
+                if not self._tables_exist():
+                    connection.execute(
+                        SQL("CREATE SCHEMA IF NOT EXISTS {0}").format(
+                            Identifier(self.datastore.schema))
+                    )
+                    super().create_table()
+            finally:
+                connection.execute("SELECT pg_advisory_unlock(%s)", (_SCHEMA_LOCK,))
+        self.datastore.register_type_adapters()
+
+    def _tables_exist(self) -> bool:
+        # The checkpoints table is created last: if it is there, everything is.
+        with self.datastore.transaction(commit=False) as cursor:
+            cursor.execute("SELECT to_regclass(%s) AS found",
+                           (f'"{self.datastore.schema}"."{self.checkpoints_table}"',))
+            return cursor.fetchone()["found"] is not None
 
     @contextmanager
     def writing(self) -> Iterator[WriteSession]:

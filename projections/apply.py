@@ -8,6 +8,8 @@ fresh file and swaps it in, so readers never see a half-built model.
 from __future__ import annotations
 
 import os
+import sqlite3
+import uuid
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -88,20 +90,55 @@ def rebuild(path: Path, log: Log) -> int:
     The new file is private until the swap, so it is written without a journal or syncs
     and indexed after loading; it is synced once, before it replaces the old one.
     """
-    fresh = path.with_name(path.name + ".rebuilding")
-    fresh.unlink(missing_ok=True)
-    db = open_read_models(fresh, indexes=False)
+    _remove_abandoned(path)
+    # A name of its own: two rebuilds at once (two first appends) must not share a file.
+    fresh = path.with_name(f"{path.name}.rebuilding-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
-        db.execute("PRAGMA journal_mode=OFF")
-        db.execute("PRAGMA synchronous=OFF")
-        count = catch_up(db, log)
-        create_indexes(db)
+        db = open_read_models(fresh, indexes=False)
+        try:
+            db.execute("PRAGMA journal_mode=OFF")
+            db.execute("PRAGMA synchronous=OFF")
+            count = catch_up(db, log)
+            create_indexes(db)
+        finally:
+            db.conn.close()
+        with fresh.open("rb+") as written:  # on disk before it replaces the old file
+            os.fsync(written.fileno())
+        _swap(fresh, path)
     finally:
-        db.conn.close()
-    with fresh.open("rb+") as written:  # on disk before it replaces the old file
-        os.fsync(written.fileno())
-    os.replace(fresh, path)
+        fresh.unlink(missing_ok=True)
     return count
+
+
+def _remove_abandoned(path: Path) -> None:
+    """Delete half-built files of rebuilds whose process died (killed, out of memory)."""
+    for leftover in path.parent.glob(f"{path.name}.rebuilding-*"):
+        try:
+            pid = int(leftover.name.rsplit(".rebuilding-", 1)[1].split("-")[0])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            leftover.unlink(missing_ok=True)
+        except (ValueError, PermissionError):
+            continue
+
+
+def _swap(fresh: Path, path: Path) -> None:
+    """Replace ``path`` by ``fresh`` while holding the old file's write lock.
+
+    Taking the lock first makes SQLite roll back any hot journal a killed writer left
+    beside the old file; holding it means no writer starts a new one before the swap. A
+    journal left there would otherwise be played into the new file and corrupt it.
+    """
+    if not path.exists():
+        os.replace(fresh, path)
+        return
+    old = sqlite3.connect(str(path), timeout=30, isolation_level=None)
+    try:
+        old.execute("BEGIN IMMEDIATE")
+        os.replace(fresh, path)
+        old.execute("ROLLBACK")
+    finally:
+        old.close()
 
 
 def _apply_page(connection: Any, page: list[Logged]) -> int:

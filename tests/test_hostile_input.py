@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ledger.cli import build_parser, main
@@ -56,7 +56,7 @@ def fuzz(default: int) -> Any:
 
 
 class KnownBug(AssertionError):
-    """A failure documented by an xfail reason: a change the lead engineer has to make."""
+    """A regression of a bug found by these tests and since fixed (its test says which)."""
 
 
 @pytest.fixture(autouse=True)
@@ -214,12 +214,6 @@ def test_a_megabyte_of_name_or_value_gives_a_short_message_quickly(text: bytes) 
     assert time.perf_counter() - started < 1
 
 
-@pytest.mark.xfail(
-    raises=KnownBug, strict=True,
-    reason="ledger/events.py: the Id pattern ^[^\\x00-\\x1f\\x7f]+$ lets C1 control characters "
-           "(U+0080..U+009F, e.g. U+009B, the 8-bit CSI that starts terminal escape sequences, "
-           "or U+0085, a line break to str.splitlines) into ids, although docs/events.md says "
-           "ids have no control characters. Fix: pattern ^[^\\x00-\\x1f\\x7f-\\x9f]+$ for Id.")
 @pytest.mark.parametrize("control", ["\x85", "\x9b", "\x80"])
 def test_ids_with_c1_control_characters_are_refused(control: str) -> None:
     line = parse_line(1, (E % "1").replace('"s"', json.dumps(f"s{control}2J")).encode())
@@ -407,14 +401,6 @@ def test_lines_that_used_to_crash_the_reader_are_bad_input(cli: Cli, line: bytes
     assert cli.stored() == before
 
 
-@pytest.mark.xfail(
-    raises=KnownBug, strict=True,
-    reason="ledger/batch.py Planner._reject keeps every rejected Line, text included, in "
-           "Outcome.rejected_lines (and every Problem) even without --skip-invalid: a batch "
-           "of long bad lines needs memory in proportion to the file (64 bad 1 MiB lines: "
-           "~70 MB). Fix: keep rejected lines only when --rejects asks for them (better: "
-           "stream them to the rejects file) and keep the first MAX_PROBLEMS_SHOWN problems "
-           "plus a count.")
 def test_refusing_a_batch_of_long_bad_lines_takes_bounded_memory(tmp_path: Path) -> None:
     from ledger.application import BatchRejected, Ledger
     from ledger.config import locate
@@ -488,30 +474,6 @@ def argument_lists(draw: st.DrawFn) -> list[str]:
     return argv
 
 
-# Outcomes the fuzz meets that are documented bugs, each pinned by a strict xfail below:
-# (command, pattern of the one stderr line, exit code) -> the test documenting it.
-KNOWN = [
-    ("keygen", re.compile(r"^ledger: (unexpected ValueError: .* has an empty name|No such file"
-                          r"|Is a directory|File name too long|Not a directory|Permission)"), 1,
-     "test_keygen_with_a_bad_prefix_is_bad_input"),
-    ("report", re.compile(r"^ledger: (Is a directory|File name too long|Not a directory)"), 1,
-     "test_report_to_a_bad_out_path_is_bad_input"),
-    ("import", re.compile(r"^ledger: File name too long"), 1,
-     "test_report_to_a_bad_out_path_is_bad_input"),
-    ("append", re.compile(r"^ledger: (Is a directory|No such file|File name too long|Not a dir)"),
-     1, "test_an_unwritable_rejects_file_is_refused_before_anything_is_stored"),
-    (None, re.compile(r"^ledger: unexpected UnicodeEncodeError: .*surrogates not allowed"), 1,
-     "test_arguments_that_are_not_utf8_are_bad_input"),
-]
-
-
-def _known(argv: list[str], code: int, err: str) -> str | None:
-    for command, pattern, exit_code, test in KNOWN:
-        if command in (None, argv[0]) and code == exit_code and pattern.match(err):
-            return test
-    return None
-
-
 @pytest.fixture
 def argv_cli(cli: Cli, night: list[str]) -> Cli:
     (cli.directory / "adir").mkdir()
@@ -533,7 +495,6 @@ def test_random_argument_lists_end_cleanly(argv_cli: Cli, argv: list[str]) -> No
         assert argv_cli.stored() == before, f"{argv}: exit {code} after writing events"
         assert err.strip(), f"{argv}: exit {code} without a word"
     if code == 1:
-        assume(_known(argv, code, err) is None)
         # Exit 1 is for a failed check or a failing environment, never for bad input.
         assert re.match(r"^ledger (verify|check-proof): FAILED: ", err), (argv, err)
     if code == 1 or (code == 2 and argv[0] not in ("append", "import")):
@@ -560,7 +521,7 @@ def test_random_bytes_as_arguments_in_a_real_process(argv_cli: Cli) -> None:
         assert result.returncode in (0, 2), (argv, result.stderr)
 
 
-# --- documented bugs in the command line: each xfail names the change it needs ---------------
+# --- bugs these tests found in the command line, fixed; each test keeps it fixed -------------
 
 
 def test_the_db_option_before_the_command_is_obeyed(cli: Cli) -> None:
@@ -573,11 +534,6 @@ def test_the_db_option_before_the_command_is_obeyed(cli: Cli) -> None:
     assert cli.stored() == before
 
 
-@pytest.mark.xfail(
-    raises=KnownBug, strict=True,
-    reason="ledger/cli.py fail(): messages quote user input (file names, ids) unescaped, so a "
-           "name with a line break prints a second line (and escape sequences reach the "
-           "terminal). Fix: print one_line(message), ledger.errors.one_line.")
 def test_a_file_name_with_a_line_break_gives_a_one_line_error(cli: Cli) -> None:
     code, _, err = cli.run("append", "a\nline 2: forged", "--db", str(cli.db))
     assert code == 2
@@ -585,13 +541,6 @@ def test_a_file_name_with_a_line_break_gives_a_one_line_error(cli: Cli) -> None:
         raise KnownBug(repr(err))
 
 
-@pytest.mark.xfail(
-    raises=KnownBug, strict=True,
-    reason="ledger/cli.py main(): an id argument that is not valid UTF-8 (Linux passes argv "
-           "bytes; Python makes undecodable ones lone surrogates) reaches sqlite3, which "
-           "raises UnicodeEncodeError: 'unexpected UnicodeEncodeError', exit 1. Fix: in main, "
-           "refuse id and time arguments (election, station, reporter, scope, event_id, "
-           "as_of, known_at, name) that do not encode as UTF-8, as BadInput naming the option.")
 @pytest.mark.parametrize("argv", [["prove", "\udcff"], ["history", "--station", "a\udcff"],
                                   ["tally", "--election", "\udcff"], ["tally", "--scope", "\udcff"]],
                          ids=["prove", "history", "tally-election", "tally-scope"])
@@ -602,22 +551,12 @@ def test_arguments_that_are_not_utf8_are_bad_input(cli: Cli, argv: list[str]) ->
     assert err.count("\n") == 1
 
 
-@pytest.mark.xfail(
-    raises=KnownBug, strict=True,
-    reason="ledger/cli.py _positive(): no upper bound, so `demo --stations 10**22` fails "
-           "later with 'unexpected OverflowError' (exit 1) instead of exit 2. Fix: refuse "
-           "values above a documented maximum (e.g. 2,000,000) in _positive.")
 def test_demo_with_an_absurd_station_count_is_bad_input(cli: Cli) -> None:
     code, _, err = cli.run("demo", "--stations", "9" * 22, "--dir", str(cli.directory / "d"))
     if code != 2:
         raise KnownBug(f"exit {code}: {err.strip()}")
 
 
-@pytest.mark.xfail(
-    raises=KnownBug, strict=True,
-    reason="ledger/commands.py keygen(): an empty/'.' prefix raises ValueError ('unexpected "
-           "ValueError', exit 1) and a prefix in a missing directory an OSError (exit 1). "
-           "Fix: check the prefix has a name and its directory exists; raise BadInput.")
 @pytest.mark.parametrize("prefix", ["", ".", "/nonexistent/dir/cec"])
 def test_keygen_with_a_bad_prefix_is_bad_input(cli: Cli, prefix: str) -> None:
     code, _, err = cli.run("keygen", prefix)
@@ -625,11 +564,6 @@ def test_keygen_with_a_bad_prefix_is_bad_input(cli: Cli, prefix: str) -> None:
         raise KnownBug(f"exit {code}: {err.strip()}")
 
 
-@pytest.mark.xfail(
-    raises=KnownBug, strict=True,
-    reason="ledger/commands.py report() (and import_dataset() for names over 255 bytes): "
-           "--out naming a directory, or a name too long for the file system, fails with "
-           "the OSError (exit 1). Fix: refuse them as BadInput before working.")
 @pytest.mark.parametrize("out", [".", "x" * 300 + ".html"])
 def test_report_to_a_bad_out_path_is_bad_input(cli: Cli, out: str) -> None:
     code, _, err = cli.run("report", "--out", out, "--db", str(cli.db))
@@ -637,12 +571,6 @@ def test_report_to_a_bad_out_path_is_bad_input(cli: Cli, out: str) -> None:
         raise KnownBug(f"exit {code}: {err.strip()}")
 
 
-@pytest.mark.xfail(
-    raises=KnownBug, strict=True,
-    reason="ledger/commands.py append/_append_lines(): the --rejects file is opened only after "
-           "the batch is committed; if it cannot be written the command exits 1 although the "
-           "good lines were stored, and the rejected lines are lost. Fix: open (or check) "
-           "the rejects file before ledger.append and raise BadInput (exit 2, nothing stored).")
 @pytest.mark.parametrize("rejects", ["/nonexistent/rejects.jsonl", "."])
 def test_an_unwritable_rejects_file_is_refused_before_anything_is_stored(
     cli: Cli, night: list[str], rejects: str
@@ -655,13 +583,6 @@ def test_an_unwritable_rejects_file_is_refused_before_anything_is_stored(
         raise KnownBug(f"exit {code} ({err.strip()}); stored {cli.stored() - before} event(s)")
 
 
-@pytest.mark.xfail(
-    raises=KnownBug, strict=True,
-    reason="ledger/commands.py report() and _append_lines() (--rejects): the output file may "
-           "be the ledger itself (or its read models), which is then overwritten: `ledger "
-           "report --out ledger.db` replaces the event log with HTML, `--rejects ledger.db` "
-           "corrupts it. Fix: refuse (BadInput) an output path that is the same file as the "
-           "SQLite ledger, its -wal/-shm, or the read-model file (os.path.samefile).")
 @pytest.mark.parametrize("argv", [["report", "--out", "{ledger}"],
                                   ["append", "hostile.jsonl", "--skip-invalid", "--rejects", "{ledger}"],
                                   ["report", "--out", "{models}"]],
@@ -681,12 +602,6 @@ def test_an_output_file_never_overwrites_the_ledger(argv_cli: Cli, argv: list[st
     assert code == 2
 
 
-@pytest.mark.xfail(
-    raises=KnownBug, strict=True,
-    reason="ledger/config.py Location.environment(): lock_timeout, connect_timeout and "
-           "pool_size are passed to eventsourcing unchecked, so ?lock_timeout=abc (or 1.5) "
-           "exits 1 with eventsourcing's message about POSTGRES_LOCK_TIMEOUT. Fix: check "
-           "they are whole numbers (pool_size >= 1) and raise BadLocation (exit 2).")
 @pytest.mark.parametrize("parameter", ["lock_timeout=abc", "connect_timeout=1.5", "pool_size=x"])
 def test_a_postgres_url_with_a_non_numeric_parameter_is_bad_input(cli: Cli, parameter: str) -> None:
     url = f"postgresql://postgres@127.0.0.1:1/test?schema=never&{parameter}"
