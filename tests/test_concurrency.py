@@ -15,7 +15,6 @@ LEDGER_TEST_TRIALS (default 5) scales the number of concurrent runs: one per 5 t
 from __future__ import annotations
 
 import contextlib
-import gc
 import json
 import random
 import sqlite3
@@ -33,26 +32,13 @@ import psycopg
 import pytest
 
 from ledger.events import content_digest, decoder, normalised
-from tests.conftest import PG_SERVER
+from tests.conftest import PG_SERVER, Regression
 from tests.test_crash import SEED, TRIALS, Result, Target, Targets, bench_module, require, targets_in
 
 WRITERS = 4
 RUNS = max(1, TRIALS // 5)
 STATIONS = 2_500
 BUSY = "ledger: the ledger is locked by another writer; try again"
-
-
-class KnownBug(AssertionError):
-    """A regression of a bug found by these tests and since fixed (its test says which)."""
-
-
-@pytest.fixture(autouse=True)
-def _restore_gc() -> Iterator[None]:
-    """`ledger append` in process tunes the garbage collector for a short-lived process."""
-    thresholds = gc.get_threshold()
-    yield
-    gc.unfreeze()
-    gc.set_threshold(*thresholds)
 
 
 @dataclass(frozen=True)
@@ -297,7 +283,7 @@ def test_a_postgres_writer_and_reader_are_not_stuck_behind_a_long_batch(
                     process.communicate()
                     outcomes[name] = None
         if outcomes["append"] is None or outcomes["verify"] is None:
-            raise KnownBug(f"still waiting after 6 s with lock_timeout=1: "
+            raise Regression(f"still waiting after 6 s with lock_timeout=1: "
                            f"{[k for k, v in outcomes.items() if v is None]}")
         assert outcomes["append"].code == 1 and outcomes["append"].err == BUSY + "\n"
         assert outcomes["verify"].code == 0, outcomes["verify"].err
@@ -319,7 +305,7 @@ def test_postgres_writers_starting_together_do_not_deadlock(night: Night, tmp_pa
                     assert process.returncode == 1 and err.count("\n") == 1, err
                     failures.append(err.strip())
             if failures:
-                raise KnownBug(f"{len(failures)} of 8 writers failed: {failures[0]}")
+                raise Regression(f"{len(failures)} of 8 writers failed: {failures[0]}")
 
 
 def test_overlapping_rebuilds_of_the_same_read_models_both_succeed(
@@ -367,7 +353,7 @@ def test_overlapping_rebuilds_of_the_same_read_models_both_succeed(
         finally:
             ledger.close()
         if errors:
-            raise KnownBug(f"the first rebuild failed: {type(errors[0]).__name__}: {errors[0]}")
+            raise Regression(f"the first rebuild failed: {type(errors[0]).__name__}: {errors[0]}")
         with contextlib.closing(sqlite3.connect(path)) as db:
             position = db.execute("SELECT position FROM applied WHERE name = 'log'").fetchone()[0]
             assert position == len(night.setup)
@@ -397,7 +383,7 @@ def test_a_locked_read_model_file_does_not_turn_a_stored_batch_into_a_failure(
         monkeypatch.undo()
         assert target.stored() == len(night.setup) + 500
         if result.code != 0:
-            raise KnownBug(f"exit {result.code} for a stored batch: {result.err.strip()}")
+            raise Regression(f"exit {result.code} for a stored batch: {result.err.strip()}")
         assert len(target.query("history")["events"]) == len(night.setup) + 500
 
 

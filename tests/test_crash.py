@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import io
-import json
 import os
 import random
 import shutil
@@ -42,7 +41,7 @@ import psycopg
 import pytest
 
 from ledger.cli import main
-from tests.conftest import PG_SERVER, postgres_available
+from tests.conftest import PG_SERVER, Result, postgres_available
 
 ROOT = Path(__file__).resolve().parents[1]
 TRIALS = int(os.environ.get("LEDGER_TEST_TRIALS", "5"))
@@ -57,16 +56,6 @@ def bench_module() -> Any:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        return json.loads(self.out)
 
 
 @dataclass

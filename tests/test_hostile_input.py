@@ -17,7 +17,6 @@ LEDGER_TEST_FUZZ_EXAMPLES=N runs N random examples per property instead (a long 
 from __future__ import annotations
 
 import contextlib
-import gc
 import io
 import json
 import os
@@ -39,6 +38,7 @@ from hypothesis import strategies as st
 
 from ledger.cli import build_parser, main
 from ledger.reader import MAX_BATCH_LINES, MAX_LINE_BYTES, InputTooLarge, parse_line, read_lines
+from tests.conftest import Regression
 from tests.test_crash import ROOT, SEED, bench_module
 
 EXAMPLES = int(os.environ.get("LEDGER_TEST_FUZZ_EXAMPLES", "0"))
@@ -53,19 +53,6 @@ def fuzz(default: int) -> Any:
         database=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                               HealthCheck.too_slow, HealthCheck.data_too_large],
     )
-
-
-class KnownBug(AssertionError):
-    """A regression of a bug found by these tests and since fixed (its test says which)."""
-
-
-@pytest.fixture(autouse=True)
-def _restore_gc() -> Iterator[None]:
-    """`ledger append` in process tunes the garbage collector for a short-lived process."""
-    thresholds = gc.get_threshold()
-    yield
-    gc.unfreeze()
-    gc.set_threshold(*thresholds)
 
 
 def one_line_problem(line: Any, number: int) -> str:
@@ -218,7 +205,7 @@ def test_a_megabyte_of_name_or_value_gives_a_short_message_quickly(text: bytes) 
 def test_ids_with_c1_control_characters_are_refused(control: str) -> None:
     line = parse_line(1, (E % "1").replace('"s"', json.dumps(f"s{control}2J")).encode())
     if line.problem is None:
-        raise KnownBug(f"station id {control!r} accepted")
+        raise Regression(f"station id {control!r} accepted")
     assert "station: contains control characters" in str(line.problem)
 
 
@@ -420,7 +407,7 @@ def test_refusing_a_batch_of_long_bad_lines_takes_bounded_memory(tmp_path: Path)
         ledger.close()
     assert len(rejected.value.outcome.problems) == 64
     if peak > 16 * 2**20:
-        raise KnownBug(f"peak {peak / 2**20:.0f} MiB to refuse 64 lines of 1 MiB")
+        raise Regression(f"peak {peak / 2**20:.0f} MiB to refuse 64 lines of 1 MiB")
 
 
 # --- the argument parser -------------------------------------------------------------------
@@ -538,7 +525,7 @@ def test_a_file_name_with_a_line_break_gives_a_one_line_error(cli: Cli) -> None:
     code, _, err = cli.run("append", "a\nline 2: forged", "--db", str(cli.db))
     assert code == 2
     if err.count("\n") != 1:
-        raise KnownBug(repr(err))
+        raise Regression(repr(err))
 
 
 @pytest.mark.parametrize("argv", [["prove", "\udcff"], ["history", "--station", "a\udcff"],
@@ -547,28 +534,28 @@ def test_a_file_name_with_a_line_break_gives_a_one_line_error(cli: Cli) -> None:
 def test_arguments_that_are_not_utf8_are_bad_input(cli: Cli, argv: list[str]) -> None:
     code, _, err = cli.run(*argv, "--db", str(cli.db))
     if code != 2:
-        raise KnownBug(f"exit {code}: {err.strip()}")
+        raise Regression(f"exit {code}: {err.strip()}")
     assert err.count("\n") == 1
 
 
 def test_demo_with_an_absurd_station_count_is_bad_input(cli: Cli) -> None:
     code, _, err = cli.run("demo", "--stations", "9" * 22, "--dir", str(cli.directory / "d"))
     if code != 2:
-        raise KnownBug(f"exit {code}: {err.strip()}")
+        raise Regression(f"exit {code}: {err.strip()}")
 
 
 @pytest.mark.parametrize("prefix", ["", ".", "/nonexistent/dir/cec"])
 def test_keygen_with_a_bad_prefix_is_bad_input(cli: Cli, prefix: str) -> None:
     code, _, err = cli.run("keygen", prefix)
     if code != 2:
-        raise KnownBug(f"exit {code}: {err.strip()}")
+        raise Regression(f"exit {code}: {err.strip()}")
 
 
 @pytest.mark.parametrize("out", [".", "x" * 300 + ".html"])
 def test_report_to_a_bad_out_path_is_bad_input(cli: Cli, out: str) -> None:
     code, _, err = cli.run("report", "--out", out, "--db", str(cli.db))
     if code != 2:
-        raise KnownBug(f"exit {code}: {err.strip()}")
+        raise Regression(f"exit {code}: {err.strip()}")
 
 
 @pytest.mark.parametrize("rejects", ["/nonexistent/rejects.jsonl", "."])
@@ -580,7 +567,7 @@ def test_an_unwritable_rejects_file_is_refused_before_anything_is_stored(
     code, _, err = cli.run("append", "mixed.jsonl", "--skip-invalid", "--rejects", rejects,
                            "--db", str(cli.db))
     if cli.stored() != before or code != 2:
-        raise KnownBug(f"exit {code} ({err.strip()}); stored {cli.stored() - before} event(s)")
+        raise Regression(f"exit {code} ({err.strip()}); stored {cli.stored() - before} event(s)")
 
 
 @pytest.mark.parametrize("argv", [["report", "--out", "{ledger}"],
@@ -598,7 +585,7 @@ def test_an_output_file_never_overwrites_the_ledger(argv_cli: Cli, argv: list[st
     except sqlite3.DatabaseError as error:
         intact, err = False, f"{err.strip()}; then: {error}"
     if not intact:
-        raise KnownBug(f"exit {code}; the ledger or its read models were overwritten: {err.strip()}")
+        raise Regression(f"exit {code}; the ledger or its read models were overwritten: {err.strip()}")
     assert code == 2
 
 
@@ -607,4 +594,4 @@ def test_a_postgres_url_with_a_non_numeric_parameter_is_bad_input(cli: Cli, para
     url = f"postgresql://postgres@127.0.0.1:1/test?schema=never&{parameter}"
     code, _, err = cli.run("verify", "--db", url)
     if code != 2:
-        raise KnownBug(f"exit {code}: {err.strip()}")
+        raise Regression(f"exit {code}: {err.strip()}")

@@ -12,8 +12,7 @@ import psycopg
 import pytest
 
 from ledger.store import entry_bytes
-from tests.conftest import PG_SERVER, LedgerUnderTest
-from tests.test_tally import LATER, NIGHT
+from tests.conftest import LATER, NIGHT, PG_SERVER, LedgerUnderTest
 
 SAMPLE = Path(__file__).resolve().parents[1] / "ledger" / "samples" / "council-2030.jsonl"
 

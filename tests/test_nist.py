@@ -16,11 +16,9 @@ from __future__ import annotations
 import json
 import os
 import re
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import closing
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +29,7 @@ from projections.moment import moment
 from projections.nist import election_report
 from projections.schema import connect
 from projections.tally import QueryError, load_election
-from tests.conftest import SHARED, LedgerUnderTest, definition, ev, protocol, station
-from tests.test_tally import LATER, NIGHT, T
+from tests.conftest import SHARED, LedgerUnderTest, T, definition, ev, protocol, station
 
 NIST = SHARED / "nist"
 SCHEMA_FILE = NIST / "NIST_V2_election_results_reporting.json"
@@ -185,16 +182,6 @@ def export(schema: dict[str, Any]) -> Export:
         return report
 
     return build
-
-
-@pytest.fixture
-def night(registered: LedgerUnderTest) -> tuple[LedgerUnderTest, str]:
-    registered.append(*NIGHT)
-    time.sleep(0.05)
-    between = datetime.now(UTC).isoformat()
-    time.sleep(0.05)
-    registered.append(*LATER)
-    return registered, between
 
 
 def contest(report: Report) -> dict[str, Any]:

@@ -16,8 +16,7 @@ from projections.moment import Moment, moment
 from projections.report import PALETTE, render_report
 from projections.schema import connect
 from projections.tally import load_election, seats, tally
-from tests.conftest import LedgerUnderTest, definition, protocol, station
-from tests.test_tally import LATER, NIGHT
+from tests.conftest import LATER, NIGHT, LedgerUnderTest, definition, protocol, station
 
 SECTIONS = ("results", "night", "forensics", "withheld", "disputes")
 MIDNIGHT = "2007-08-19T00:00:00+06:00"

@@ -6,55 +6,9 @@ Stations: n1 (North, 1000 voters), n2 (North, 500), s1 (South, 1500). Authority:
 
 from __future__ import annotations
 
-import time
-from datetime import UTC, datetime
-
 import pytest
 
-from tests.conftest import LedgerUnderTest, ev, protocol
-
-T = "2030-04-{}+02:00".format
-
-NIGHT = [
-    protocol("n1", "07T20:00:00", {"a": 400, "b": 300, "c": 100, "d": 50}, invalid=10,
-             event_id="n1-b"),
-    protocol("n1", "07T20:30:00", {"a": 380, "b": 320, "c": 100, "d": 50}, invalid=10,
-             by="watch", event_id="n1-w"),
-    protocol("n2", "07T21:00:00", {"a": 100, "b": 200, "c": 50, "d": 20}, invalid=5,
-             event_id="n2-b"),
-    # A corrected protocol without `supersedes`: the later one is effective.
-    protocol("n2", "07T21:30:00", {"a": 110, "b": 190, "c": 50, "d": 20}, invalid=5,
-             event_id="n2-b2"),
-    ev("ProtocolWithheld", "07T21:40:00", station="s1", requested_by="watch",
-       reason="come back tomorrow"),
-    protocol("s1", "07T22:00:00", {"a": 600, "b": 300, "c": 200, "d": 100}, invalid=20,
-             event_id="s1-b"),
-]
-LATER = [
-    ev("ResultAnnounced", "08T09:00:00", authority="board", stage="preliminary",
-       scope="national", votes={"a": 1200, "b": 790, "c": 350, "d": 170}),
-    ev("AppealFiled", "08T10:00:00", appeal="x", filed_by="watch", stations=["s1"],
-       grounds="withheld", demand="recount"),
-    ev("AppealFiled", "08T11:00:00", appeal="y", filed_by="c", stations=["n2"],
-       grounds="ballot stuffing", demand="annul"),
-    ev("AppealDecided", "09T10:00:00", appeal="y", decision="upheld", remedy="annul"),
-    ev("AppealDecided", "10T10:00:00", appeal="x", decision="upheld", remedy="recount",
-       stations=["s1"]),
-    protocol("s1", "11T10:00:00", {"a": 550, "b": 350, "c": 200, "d": 100}, invalid=20,
-             supersedes="s1-b", event_id="s1-r"),
-    ev("ResultAnnounced", "12T10:00:00", authority="board", stage="final", scope="national",
-       votes={"a": 950, "b": 650, "c": 300, "d": 150}, seats={"a": 3, "b": 2}),
-]
-
-
-@pytest.fixture
-def night(registered: LedgerUnderTest) -> tuple[LedgerUnderTest, str]:
-    registered.append(*NIGHT)
-    time.sleep(0.05)
-    between = datetime.now(UTC).isoformat()
-    time.sleep(0.05)
-    registered.append(*LATER)
-    return registered, between
+from tests.conftest import LATER, NIGHT, LedgerUnderTest, T, ev, protocol
 
 
 @pytest.mark.parametrize(
