@@ -1,0 +1,29 @@
+"""A smoke run of the benchmark: it runs end to end and its ledger agrees with the naive scan.
+
+Timings are the benchmark's business (docs/performance.md); nothing here asserts one.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "scripts" / "bench.py"
+
+
+def test_the_benchmark_runs_and_the_ledger_agrees_with_the_naive_scan(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    result = subprocess.run(
+        [sys.executable, str(BENCH), "--stations", "1000", "--runs", "1", "--out", str(out)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    figures = json.loads(out.read_text())
+    assert figures["answer_agrees_with_naive_scan"] is True
+    assert figures["events"] > 2000 and figures["stations_reporting_as_of"] > 0
+    assert set(figures["ratios"]) == {
+        "first_answer_vs_floor_throughput", "steady_tally_vs_naive_scan_time",
+        "replay_vs_raw_decode_rate", "merkle_share_of_append"}
+    assert "ledger tally equals the naive scan: True" in result.stdout
