@@ -14,6 +14,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import msgspec
 
+from ledger import progress
 from ledger.config import Location, locate
 from ledger.errors import BadInput, Failure
 from ledger.reader import Line, read_lines
@@ -114,7 +115,10 @@ def append(args: argparse.Namespace) -> int:
     if args.rejects and not args.skip_invalid:
         raise BadInput("--rejects goes with --skip-invalid")
     with _input(args.file) as stream:
-        return _append_lines(args, lambda: read_lines(stream))
+        size = None if args.file == "-" else Path(args.file).stat().st_size
+        return _append_lines(
+            args, lambda: progress.lines(read_lines(stream), total_bytes=size, what="append")
+        )
 
 
 def _append_lines(args: argparse.Namespace, lines: Callable[[], Iterable[Line]]) -> int:
@@ -218,7 +222,7 @@ def replay(args: argparse.Namespace) -> int:
     _bulk()
     location = locate(args.db)
     with open_ledger(location, must_exist=True) as ledger:
-        count = rebuild(location.read_models_path(), ledger)
+        count = rebuild(location.read_models_path(), progress.CountedLog(ledger, "replay"))
     print(f"rebuilt the read models from {count} event(s) into {location.read_models_path()}")
     return 0
 
@@ -485,8 +489,9 @@ def import_dataset(args: argparse.Namespace) -> int:
     from ledger.openelections import read_openelections
 
     path = _readable(args.file)
-    return _append_lines(args, lambda: read_openelections(
-        path, occurred_at=args.occurred_at, authority=args.authority))
+    return _append_lines(args, lambda: progress.lines(
+        read_openelections(path, occurred_at=args.occurred_at, authority=args.authority),
+        total_bytes=path.stat().st_size, what="import"))
 
 
 def report(args: argparse.Namespace) -> int:

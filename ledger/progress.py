@@ -1,0 +1,43 @@
+"""Progress bars for long appends, imports and replays: on a terminal only, after a second."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from ledger.reader import Line
+
+
+def _bar(total: int | None, unit: str, what: str) -> Any:
+    from tqdm import tqdm
+
+    # disable=None: silent when stderr is not a terminal (scripts, CI, pipes);
+    # delay: a short command never draws one.
+    return tqdm(total=total, unit=unit, unit_scale=True, desc=what, delay=1.0,
+                disable=None, file=sys.stderr, leave=False)
+
+
+def lines(source: Iterable[Line], *, total_bytes: int | None, what: str) -> Iterator[Line]:
+    """``source``, counting its bytes on a bar as they are read."""
+    with _bar(total_bytes, "B", what) as bar:
+        for line in source:
+            bar.update(len(line.text) + 1)
+            yield line
+
+
+class CountedLog:
+    """A log whose entries tick a bar as projections read them (for ``replay``)."""
+
+    def __init__(self, log: Any, what: str) -> None:
+        self.log = log
+        self.what = what
+
+    def head(self) -> int:
+        return self.log.head()
+
+    def entries(self, after: int = 0) -> Iterator[Any]:
+        with _bar(max(0, self.log.head() - after), "event", self.what) as bar:
+            for entry in self.log.entries(after=after):
+                bar.update(1)
+                yield entry
