@@ -6,9 +6,11 @@ import io
 import itertools
 import json
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -17,7 +19,7 @@ from ledger.config import locate
 from ledger.reader import read_lines
 from projections.apply import catch_up, rebuild
 from projections.schema import TABLES, open_read_models
-from tests.conftest import definition, ev, protocol, station
+from tests.conftest import PG_SERVER, definition, ev, protocol, station
 
 STATIONS = ["n1", "n2", "s1"]
 times = st.integers(min_value=0, max_value=5 * 24 * 60)
@@ -66,14 +68,17 @@ def _dump(path: Path) -> dict[str, list[tuple[Any, ...]]]:
         db.conn.close()
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(events=nights(), cuts=st.lists(st.integers(min_value=1, max_value=30), max_size=6))
 def test_catching_up_in_any_chunks_equals_a_rebuild(
-    events: list[dict[str, Any]], cuts: list[int]
+    backend: str, events: list[dict[str, Any]], cuts: list[int]
 ) -> None:
+    schema = f"prop_{uuid.uuid4().hex[:12]}"
     with tempfile.TemporaryDirectory() as directory:
         root = Path(directory)
-        ledger = Ledger(locate(str(root / "ledger.db")))
+        db = str(root / "ledger.db") if backend == "sqlite" else f"{PG_SERVER}?schema={schema}"
+        ledger = Ledger(locate(db))
         incremental = open_read_models(root / "incremental.db")
         try:
             bounds = sorted({0, len(events), *(c for c in cuts if c < len(events))})
@@ -87,3 +92,6 @@ def test_catching_up_in_any_chunks_equals_a_rebuild(
             assert _dump(root / "incremental.db") == _dump(root / "rebuilt.db")
         finally:
             ledger.close()
+            if backend == "postgres":
+                with psycopg.connect(PG_SERVER, autocommit=True) as connection:
+                    connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
