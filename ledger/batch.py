@@ -21,6 +21,7 @@ from ledger.events import (
     StationRegistered,
     content_digest,
     control_check_failures,
+    identity,
     normalised,
     station_of,
 )
@@ -60,7 +61,7 @@ class Candidate:
 
     @property
     def event_id(self) -> str:
-        return self.event.event_id or f"sha256:{self.digest}"
+        return identity(self.event, self.digest)
 
 
 def _referenced(event: Event) -> Iterable[StreamKey]:

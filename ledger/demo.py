@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import random
 import shutil
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -292,9 +291,3 @@ def _first_disputed(night: Path) -> str:
                 protocols.setdefault(event["station"], {})[event["reported_by"]] = event["votes"]
     return next(s for s, by in protocols.items() if len(set(map(json.dumps, by.values()))) > 1)
 
-
-def lines(stations: int = 10_000) -> Iterator[str]:
-    """Every event of the scenario as JSON lines, in order (for scripts and benchmarks)."""
-    for events in scenario(stations).values():
-        for event in events:
-            yield json.dumps(event)

@@ -134,9 +134,10 @@ def content_digest(event: Event) -> str:
     return hashlib.sha256(canonical).hexdigest()
 
 
-def identity(event: Event) -> str:
-    """The event's ledger identity: its ``event_id``, or one derived from its content."""
-    return event.event_id or f"sha256:{content_digest(event)}"
+def identity(event: Event, digest: str | None = None) -> str:
+    """The event's ledger identity: its ``event_id``, or one derived from its content
+    (``digest``, when the caller already has it)."""
+    return event.event_id or f"sha256:{digest or content_digest(event)}"
 
 
 def control_check_failures(protocol: ProtocolIssued) -> list[str]:

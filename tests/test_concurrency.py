@@ -31,7 +31,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from ledger.events import content_digest, decoder, normalised
+from ledger.events import decoder, identity
 from tests.conftest import PG_SERVER, Regression
 from tests.test_crash import SEED, TRIALS, Result, Target, Targets, bench_module, require, targets_in
 
@@ -53,8 +53,7 @@ class Night:
 
 
 def _identity(line: str) -> str:
-    event = normalised(decoder.decode(line))
-    return event.event_id or f"sha256:{content_digest(event)}"
+    return identity(decoder.decode(line))
 
 
 @pytest.fixture(scope="module")
@@ -232,8 +231,8 @@ def test_a_postgres_batch_that_cannot_get_the_lock_raises_ledger_busy(
 def test_without_startup_ddl_a_postgres_writer_times_out_cleanly_and_readers_go_on(
     night: Night, tmp_path: Path
 ) -> None:
-    """LEDGER_CREATE_TABLE=no (docs/operations.md: the application role's setting) skips the
-    library's DDL on start: then lock_timeout works from the command line and readers pass."""
+    """LEDGER_CREATE_TABLE=no (docs/operations.md: an option for non-owner roles) skips even
+    the check that the tables exist: lock_timeout works from the command line, readers pass."""
     require("postgres")
     with targets_in(tmp_path) as made:
         target = made.new("postgres", "noddl")
@@ -284,7 +283,7 @@ def test_a_postgres_writer_and_reader_are_not_stuck_behind_a_long_batch(
                     outcomes[name] = None
         if outcomes["append"] is None or outcomes["verify"] is None:
             raise Regression(f"still waiting after 6 s with lock_timeout=1: "
-                           f"{[k for k, v in outcomes.items() if v is None]}")
+                             f"{[k for k, v in outcomes.items() if v is None]}")
         assert outcomes["append"].code == 1 and outcomes["append"].err == BUSY + "\n"
         assert outcomes["verify"].code == 0, outcomes["verify"].err
         assert target.stored() == len(night.setup)
