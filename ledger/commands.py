@@ -1,55 +1,36 @@
-"""What each ``ledger`` command does, between argument parsing and printing."""
+"""The command line's adapter: arguments in, one call to the application layer, text out.
+
+Every ``ledger`` command is a function of the parsed arguments that asks ``LedgerService``
+(``ledger.service``) and renders what it returns as a table, JSON or CSV. What the ledger
+does lives there; this module only decides how it reads on a terminal.
+"""
 
 from __future__ import annotations
 
 import argparse
+import base64
 import gc
 import os
 import sqlite3
 import sys
-from collections.abc import Callable, Iterable
-from contextlib import closing, contextmanager, nullcontext
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 import msgspec
 
 from ledger import progress
 from ledger.config import Location, locate
-from ledger.errors import BadInput, Failure
+from ledger.errors import BadInput
 from ledger.reader import Line, read_lines
 from ledger.render import as_json, csv_text, table
+from ledger.service import LedgerService, Receipt, Refused, when
 
-if TYPE_CHECKING:
-    from collections.abc import Iterator
-
-    from ledger.application import Ledger
+MAX_PROBLEMS_SHOWN = 50
 
 
-@contextmanager
-def open_ledger(location: Location, *, must_exist: bool = False) -> Iterator[Ledger]:
-    """The ledger at ``location``, closed (connection pools and all) when done."""
-    from eventsourcing.persistence import PersistenceError
-
-    from ledger.application import Ledger
-
-    if must_exist and not location.is_postgres and not Path(location.db).exists():
-        raise BadInput(f"no ledger at {location.db}; append events first (ledger append FILE)")
-    try:
-        ledger = Ledger(location)
-    except PersistenceError as error:
-        raise Failure(_unreachable(location, error)) from None
-    except sqlite3.DatabaseError as error:
-        raise Failure(f"cannot open {location.describe()}: {error}") from None
-    try:
-        yield ledger
-    finally:
-        ledger.close()
-
-
-def _unreachable(location: Location, error: Exception) -> str:
-    detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return f"cannot use the ledger at {location.describe()}: {detail}"
+# -- files named on the command line ---------------------------------------------------------
 
 
 def _readable(name: str) -> Path:
@@ -102,11 +83,24 @@ def _input(name: str) -> Iterator[IO[bytes]]:
         yield stream
 
 
-def _bulk() -> None:
+def _short_lived_process() -> None:
     """This process is about to allocate many small objects and then exit: the cycle
     collector would only re-scan them (about a tenth of append time)."""
     gc.freeze()
     gc.set_threshold(200_000, 50, 100)
+
+
+@contextmanager
+def _service(args: argparse.Namespace) -> Iterator[LedgerService]:
+    with LedgerService(locate(args.db)) as service:
+        yield service
+
+
+def _moment(args: argparse.Namespace) -> Any:
+    return when(getattr(args, "as_of", None), getattr(args, "known_at", None))
+
+
+# -- writing ---------------------------------------------------------------------------------
 
 
 def append(args: argparse.Namespace) -> int:
@@ -116,70 +110,63 @@ def append(args: argparse.Namespace) -> int:
         raise BadInput("--rejects goes with --skip-invalid")
     with _input(args.file) as stream:
         size = None if args.file == "-" else Path(args.file).stat().st_size
-        return _append_lines(
-            args, lambda: progress.lines(read_lines(stream), total_bytes=size, what="append")
-        )
+        return _append_lines(args, progress.lines(read_lines(stream), total_bytes=size,
+                                                  what="append"))
 
 
-def _append_lines(args: argparse.Namespace, lines: Callable[[], Iterable[Line]]) -> int:
-    """Append, report and catch the read models up: shared by `append` and `import`."""
-    from ledger.application import BatchRejected
-    from ledger.store import LedgerBusy
+def import_dataset(args: argparse.Namespace) -> int:
+    from ledger.openelections import read_openelections
 
-    _bulk()
+    path = _readable(args.file)
+    return _append_lines(args, progress.lines(
+        read_openelections(path, occurred_at=args.occurred_at, authority=args.authority),
+        total_bytes=path.stat().st_size, what="import"))
+
+
+def _append_lines(args: argparse.Namespace, lines: Iterable[Line]) -> int:
+    """Append and report: shared by `append` and `import`."""
+    _short_lived_process()
     skip_invalid = getattr(args, "skip_invalid", False)
     rejects = getattr(args, "rejects", None)
     location = locate(args.db)
     # Opened before anything is stored: a rejects file that cannot be written must not
     # cost the rejected lines after the good ones were committed.
     rejected_out = _writable(rejects, "--rejects", location).open("wb") if rejects else None
-    with open_ledger(location) as ledger, rejected_out or nullcontext():
+    with LedgerService(location) as service, rejected_out or nullcontext():
         try:
-            appended = ledger.append(lines(), skip_invalid=skip_invalid)
-        except BatchRejected as rejected:
-            for problem in rejected.outcome.problems[:MAX_PROBLEMS_SHOWN]:
-                print(problem, file=sys.stderr)
-            hidden = rejected.outcome.problem_count - MAX_PROBLEMS_SHOWN
-            if hidden > 0:
-                print(f"... and {hidden} more problem(s)", file=sys.stderr)
-            print("nothing was appended: fix the lines above and try again", file=sys.stderr)
+            receipt = service.append(lines, skip_invalid=skip_invalid)
+        except Refused as refused:
+            _print_refusal(refused)
             return 2
-        except LedgerBusy as busy:
-            raise Failure(str(busy)) from None
-        outcome = appended.outcome
         if rejected_out is not None:
-            _write_rejects(rejected_out, outcome)
-        try:
-            caught_up: int | str = _refresh_read_models(location, ledger)
-        except sqlite3.OperationalError as busy:
-            # The batch is committed; the models catch up at the next query.
-            caught_up = f"not yet ({busy}); they catch up at the next query"
-    summary = {
-        "appended": appended.count,
-        "first_position": appended.first_position,
-        "last_position": appended.last_position,
-        "already_recorded": outcome.already_recorded,
-        "rejected": len({p.line for p in outcome.problems}) if skip_invalid else 0,
-        "flagged": [str(problem) for problem in outcome.flagged],
-        "read_models_updated": caught_up,
-    }
+            _write_rejects(rejected_out, receipt.outcome)
     if args.format == "json":
-        print(as_json(summary))
+        print(as_json(receipt.summary()))
         return 0
-    span = (f" (positions {summary['first_position']}-{summary['last_position']})"
-            if appended.count else "")
-    print(f"appended {summary['appended']} event(s){span}; "
-          f"{outcome.already_recorded} already recorded (no-op); "
-          f"{len({p.line for p in outcome.flagged})} flagged by control checks"
-          + (f"; {summary['rejected']} rejected, see {rejects}" if rejects else ""))
-    for problem in outcome.flagged[:MAX_PROBLEMS_SHOWN]:
-        print(f"flagged (recorded as issued): {problem}", file=sys.stderr)
-    if isinstance(caught_up, str):
-        print(f"note: read models {caught_up}", file=sys.stderr)
+    _print_receipt(receipt, rejects)
     return 0
 
 
-MAX_PROBLEMS_SHOWN = 50
+def _print_refusal(refused: Refused) -> None:
+    for problem in refused.problems[:MAX_PROBLEMS_SHOWN]:
+        print(problem, file=sys.stderr)
+    hidden = refused.outcome.problem_count - MAX_PROBLEMS_SHOWN
+    if hidden > 0:
+        print(f"... and {hidden} more problem(s)", file=sys.stderr)
+    print("nothing was appended: fix the lines above and try again", file=sys.stderr)
+
+
+def _print_receipt(receipt: Receipt, rejects: str | None) -> None:
+    span = (f" (positions {receipt.first_position}-{receipt.last_position})"
+            if receipt.appended else "")
+    print(f"appended {receipt.appended} event(s){span}; "
+          f"{receipt.already_recorded} already recorded (no-op); "
+          f"{len({p.line for p in receipt.flagged})} flagged by control checks"
+          + (f"; {receipt.rejected} rejected, see {rejects}" if rejects else ""))
+    for problem in receipt.flagged[:MAX_PROBLEMS_SHOWN]:
+        print(f"flagged (recorded as issued): {problem}", file=sys.stderr)
+    if isinstance(receipt.read_models_updated, str):
+        print(f"note: read models {receipt.read_models_updated}", file=sys.stderr)
 
 
 def _write_rejects(out: IO[bytes], outcome: Any) -> None:
@@ -195,99 +182,29 @@ def _write_rejects(out: IO[bytes], outcome: Any) -> None:
         out.write(encoder.encode(record) + b"\n")
 
 
-def _refresh_read_models(location: Location, ledger: Ledger) -> int:
-    from projections.apply import catch_up, rebuild
-    from projections.schema import (
-        SCHEMA_VERSION,
-        applied_position,
-        open_read_models,
-        schema_version,
-    )
-
-    path = location.read_models_path()
-    db = open_read_models(path)
-    try:
-        if applied_position(db) > 0 and schema_version(db) == SCHEMA_VERSION:
-            return catch_up(db, ledger)
-    finally:
-        db.conn.close()
-    # A first load is a rebuild (bulk-loaded, then indexed, instead of row by indexed row);
-    # so is a model of an older shape.
-    return rebuild(path, ledger)
-
-
 def replay(args: argparse.Namespace) -> int:
-    from projections.apply import rebuild
-
-    _bulk()
-    location = locate(args.db)
-    with open_ledger(location, must_exist=True) as ledger:
-        count = rebuild(location.read_models_path(), progress.CountedLog(ledger, "replay"))
-    print(f"rebuilt the read models from {count} event(s) into {location.read_models_path()}")
+    _short_lived_process()
+    with _service(args) as service:
+        count = service.replay(lambda log: progress.CountedLog(log, "replay"))
+        path = service.location.read_models_path()
+    print(f"rebuilt the read models from {count} event(s) into {path}")
     return 0
 
 
-@contextmanager
-def read_models(args: argparse.Namespace) -> Iterator[Any]:
-    """The read models, caught up with the log first so answers are current.
-
-    When a SQLite ledger's head equals the models' position, the event store is not even
-    opened: a query then costs its SQL and little else.
-    """
-    from ledger.head import sqlite_head
-    from projections.schema import SCHEMA_VERSION, applied_position, connect, schema_version
-
-    location = locate(args.db)
-    path = location.read_models_path()
-    current = False
-    if not location.is_postgres and Path(location.db).exists() and path.exists():
-        head = sqlite_head(location.db)
-        with closing(connect(path)) as db:
-            try:
-                current = (head is not None and applied_position(db) == head
-                           and schema_version(db) == SCHEMA_VERSION)
-            except sqlite3.Error:
-                current = False
-    if not current:
-        with open_ledger(location, must_exist=True) as ledger:
-            _refresh_read_models(location, ledger)
-    with closing(connect(path)) as db:
-        yield db
-
-
-def _moment(args: argparse.Namespace) -> Any:
-    from projections.moment import BadMoment, moment
-
-    try:
-        return moment(args.as_of, args.known_at)
-    except BadMoment as error:
-        raise BadInput(str(error)) from None
-
-
-@contextmanager
-def _query() -> Iterator[None]:
-    from projections.tally import QueryError
-
-    try:
-        yield
-    except QueryError as error:
-        raise BadInput(str(error)) from None
+# -- questions -------------------------------------------------------------------------------
 
 
 def list_elections(args: argparse.Namespace) -> int:
-    from projections.tally import elections
-
-    with read_models(args) as db:
-        found = elections(db)
+    moment = _moment(args)
+    with _service(args) as service:
+        found = service.elections(moment)
     return _print({"elections": found}, args.format, rows=found)
 
 
 def history(args: argparse.Namespace) -> int:
-    from projections.audit import history as events_of
-
     moment = _moment(args)
-    with read_models(args) as db, _query():
-        events = events_of(db, moment, election=args.election, station=args.station)
+    with _service(args) as service:
+        events = service.history(moment, election=args.election, station=args.station)
     rows = [
         {k: e[k] for k in ("position", "recorded_at", "occurred_at", "type", "election",
                            "station", "event_id")}
@@ -297,14 +214,10 @@ def history(args: argparse.Namespace) -> int:
 
 
 def tally(args: argparse.Namespace) -> int:
-    from projections.tally import load_election
-    from projections.tally import tally as compute
-
     moment = _moment(args)
-    with read_models(args) as db, _query():
-        election = load_election(db, args.election)
-        result = compute(db, election, moment, stage=args.stage, reporter=args.reporter,
-                         scope=args.scope)
+    with _service(args) as service:
+        result = service.tally(moment, election=args.election, stage=args.stage,
+                               reporter=args.reporter, scope=args.scope)
     rows = [
         {"choice": c, "name": result["names"][c], "votes": v, "share_pct": result["shares"][c],
          "passes": c in result["passing"]}
@@ -320,14 +233,10 @@ def tally(args: argparse.Namespace) -> int:
 
 
 def seats(args: argparse.Namespace) -> int:
-    from projections.tally import load_election
-    from projections.tally import seats as allocate
-
     moment = _moment(args)
-    with read_models(args) as db, _query():
-        election = load_election(db, args.election)
-        result = allocate(db, election, moment, stage=args.stage, reporter=args.reporter,
-                          scope=args.scope)
+    with _service(args) as service:
+        result = service.seats(moment, election=args.election, stage=args.stage,
+                               reporter=args.reporter, scope=args.scope)
     rows = [
         {"choice": c, "name": result["names"][c], "votes": result["votes"].get(c, 0),
          "passes": c in result["passing"], "seats": n}
@@ -342,44 +251,53 @@ def seats(args: argparse.Namespace) -> int:
 
 
 def audit(args: argparse.Namespace) -> int:
-    from projections.audit import audit as build
-
     moment = _moment(args)
-    with read_models(args) as db, _query():
-        result = build(db, moment, election=args.election, station=args.station)
+    with _service(args) as service:
+        result = service.audit(moment, election=args.election, station=args.station)
     return _print_sections(result, args.format)
 
 
 def withheld(args: argparse.Namespace) -> int:
-    from projections.audit import withheld as build
-
     moment = _moment(args)
-    with read_models(args) as db, _query():
-        result = build(db, moment, election=args.election)
+    with _service(args) as service:
+        result = service.withheld(moment, election=args.election)
     return _print_sections(result, args.format)
 
 
 def appeals(args: argparse.Namespace) -> int:
-    from projections.audit import appeals as build
-
     moment = _moment(args)
-    with read_models(args) as db, _query():
-        result = build(db, moment, election=args.election)
+    with _service(args) as service:
+        result = service.appeals(moment, election=args.election)
     return _print({"appeals": result}, args.format, rows=result)
 
 
+def export(args: argparse.Namespace) -> int:
+    moment = _moment(args)
+    with _service(args) as service:
+        report = service.nist_report(moment, election=args.election, stage=args.stage)
+    print(as_json(report))
+    return 0
+
+
+def report(args: argparse.Namespace) -> int:
+    out = _writable(args.out, "--out", locate(args.db))
+    moment = _moment(args)
+    with _service(args) as service:
+        html = service.html_report(moment, election=args.election)
+    out.write_text(html, encoding="utf-8")
+    print(f"wrote {out} ({len(html) // 1024} KiB)")
+    return 0
+
+
+# -- integrity -------------------------------------------------------------------------------
+
+
 def checkpoint(args: argparse.Namespace) -> int:
-    from ledger.checkpoint import load_private_key, sign
-    from ledger.integrity import checkpoint_of
-    from ledger.store import utc_now
+    from ledger.checkpoint import load_private_key
 
     key = load_private_key(Path(args.key)) if args.key else None
-    with open_ledger(locate(args.db), must_exist=True) as ledger:
-        tree = ledger.recorder.tree()
-        note = checkpoint_of(tree)
-        if key is not None:
-            note = sign(note, key, args.name or note.origin)
-        tree.record_checkpoint(note.size, note.root, utc_now().isoformat(), note.text())
+    with _service(args) as service:
+        note = service.checkpoint(key, args.name)
     sys.stdout.write(note.text())
     return 0
 
@@ -388,7 +306,6 @@ def verify(args: argparse.Namespace) -> int:
     from ledger.checkpoint import BadCheckpoint, load_public_key, read_checkpoint
     from ledger.checkpoint import verify_signature as verify_note
     from ledger.integrity import IntegrityFailure
-    from ledger.integrity import verify as verify_log
 
     note = read_checkpoint(Path(args.checkpoint)) if args.checkpoint else None
     if args.public_key and note is None:
@@ -399,13 +316,11 @@ def verify(args: argparse.Namespace) -> int:
             signer = verify_note(note, load_public_key(Path(args.public_key)))
         except BadCheckpoint as error:
             return _broken(f"checkpoint {args.checkpoint}: {error}")
-    with open_ledger(locate(args.db), must_exist=True) as ledger:
+    with _service(args) as service:
         try:
-            verified = verify_log(ledger.recorder, ledger.recorder.tree(), note)
+            verified = service.verify(note)
         except IntegrityFailure as failure:
             return _broken(str(failure))
-    import base64
-
     message = f"ok: {verified.size} events intact, root {base64.b64encode(verified.root).decode()}"
     if note is not None:
         message += f"; extends the checkpoint of {note.size} events"
@@ -421,14 +336,12 @@ def _broken(message: str) -> int:
 
 def prove(args: argparse.Namespace) -> int:
     from ledger.checkpoint import read_checkpoint
-    from ledger.integrity import IntegrityFailure, inclusion_proof
+    from ledger.integrity import IntegrityFailure
 
     note = read_checkpoint(Path(args.checkpoint)) if args.checkpoint else None
-    with open_ledger(locate(args.db), must_exist=True) as ledger:
+    with _service(args) as service:
         try:
-            proof = inclusion_proof(ledger.recorder, ledger.recorder.tree(), args.event_id, note)
-        except LookupError as error:
-            raise BadInput(str(error).strip('"')) from None
+            proof = service.prove(args.event_id, note)
         except IntegrityFailure as failure:
             return _broken(str(failure))
     print(as_json(proof))
@@ -474,43 +387,13 @@ def keygen(args: argparse.Namespace) -> int:
     return 0
 
 
-def export(args: argparse.Namespace) -> int:
-    from projections.nist import election_report
-    from projections.tally import load_election
-
-    moment = _moment(args)
-    with read_models(args) as db, _query():
-        report = election_report(db, load_election(db, args.election), moment, stage=args.stage)
-    print(as_json(report))
-    return 0
-
-
-def import_dataset(args: argparse.Namespace) -> int:
-    from ledger.openelections import read_openelections
-
-    path = _readable(args.file)
-    return _append_lines(args, lambda: progress.lines(
-        read_openelections(path, occurred_at=args.occurred_at, authority=args.authority),
-        total_bytes=path.stat().st_size, what="import"))
-
-
-def report(args: argparse.Namespace) -> int:
-    from projections.report import render_report
-    from projections.tally import load_election
-
-    out = _writable(args.out, "--out", locate(args.db))
-    moment = _moment(args)
-    with read_models(args) as db, _query():
-        html = render_report(db, load_election(db, args.election), moment)
-    out.write_text(html, encoding="utf-8")
-    print(f"wrote {out} ({len(html) // 1024} KiB)")
-    return 0
-
-
 def demo(args: argparse.Namespace) -> int:
     from ledger.demo import run
 
     return run(Path(args.dir or "ledger-demo"), stations=args.stations)
+
+
+# -- rendering -------------------------------------------------------------------------------
 
 
 def _print(result: dict[str, Any], fmt: str, *, rows: list[dict[str, Any]],

@@ -41,6 +41,9 @@ class Moment:
         }
 
 
+ALWAYS = Moment()  # no bound on either axis: everything the ledger holds
+
+
 def parse_time(text: str, option: str) -> datetime:
     """An RFC 3339 timestamp with a UTC offset; ``now`` is accepted too."""
     if text.strip().lower() == "now":
@@ -60,8 +63,11 @@ def parse_time(text: str, option: str) -> datetime:
     return moment
 
 
-def moment(as_of: str | None = None, known_at: str | None = None) -> Moment:
+def moment(as_of: str | None = None, known_at: str | None = None, *,
+           names: tuple[str, str] = ("--as-of", "--known-at")) -> Moment:
+    """The moment named by two timestamps; ``names`` are what the asker calls them (options
+    on the command line, query parameters over HTTP), for error messages."""
     return Moment(
-        as_of=parse_time(as_of, "--as-of") if as_of else None,
-        known_at=parse_time(known_at, "--known-at") if known_at else None,
+        as_of=parse_time(as_of, names[0]) if as_of else None,
+        known_at=parse_time(known_at, names[1]) if known_at else None,
     )

@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from projections.moment import Moment
+from projections.moment import ALWAYS, Moment
 from projections.seats import allocate, exact_percent, passes_threshold
 
 _votes = msgspec.json.Decoder(dict[str, int]).decode
@@ -39,10 +39,13 @@ class Election:
         return {choice: name for choice, name, _ in self.choices}
 
 
-def elections(db: Any) -> list[dict[str, Any]]:
+def elections(db: Any, moment: Moment = ALWAYS) -> list[dict[str, Any]]:
+    """The elections defined as of the moment, in the order the ledger learnt of them."""
     return [
         {"id": row[0], "name": row[1]}
-        for row in db.execute("SELECT election, name FROM elections ORDER BY position")
+        for row in db.execute(
+            "SELECT election, name FROM elections WHERE occurred_at <= ? AND recorded_at <= ? "
+            "ORDER BY position", [moment.t, moment.k])
     ]
 
 

@@ -1,0 +1,326 @@
+"""The application layer: what the ledger does, whichever adapter asks.
+
+The command line (``ledger.commands``) and the HTTP API (``ledger.http``) are adapters over
+the one ``LedgerService``: they turn arguments or requests into plain values, call a method
+here, and render the plain dicts and objects it returns. No query is written twice, and the
+decision "are the read models current, catch them up if not" is made in ``read_models``.
+
+Heavy libraries (the event store, psycopg, matplotlib) are imported where first needed: a
+query against current read models never loads them.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import closing, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ledger.config import Location
+from ledger.errors import BadInput, Failure
+from ledger.head import sqlite_head
+from ledger.reader import Line, Problem
+from projections.moment import ALWAYS, BadMoment, Moment, moment
+from projections.schema import SCHEMA_VERSION, applied_position, connect, schema_version
+from projections.tally import QueryError
+
+if TYPE_CHECKING:
+    from ledger.application import Ledger
+    from ledger.batch import Outcome
+    from ledger.checkpoint import Checkpoint
+    from ledger.integrity import Verified
+    from projections.tally import Election
+
+
+class Refused(BadInput):
+    """A batch had bad lines, and nothing of it was stored."""
+
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__(f"{outcome.problem_count} problem(s); nothing was appended")
+        self.outcome = outcome
+
+    @property
+    def problems(self) -> list[Problem]:
+        return self.outcome.problems
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What one accepted batch did to the log."""
+
+    appended: int
+    already_recorded: int
+    first_position: int | None
+    last_position: int | None
+    flagged: list[Problem]
+    rejected: int = 0
+    outcome: Any = field(default=None, repr=False, compare=False)
+    read_models_updated: int | str = 0
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON shape of an append (the command line's ``--format json``)."""
+        return {
+            "appended": self.appended,
+            "first_position": self.first_position,
+            "last_position": self.last_position,
+            "already_recorded": self.already_recorded,
+            "rejected": self.rejected,
+            "flagged": [str(problem) for problem in self.flagged],
+            "read_models_updated": self.read_models_updated,
+        }
+
+
+def when(as_of: str | None = None, known_at: str | None = None,
+         names: tuple[str, str] = ("--as-of", "--known-at")) -> Moment:
+    """The moment a question is asked about; ``names`` are the adapter's words for the two
+    bounds, so an error names what the user typed."""
+    try:
+        return moment(as_of, known_at, names=names)
+    except BadMoment as error:
+        raise BadInput(str(error)) from None
+
+
+@contextmanager
+def answering() -> Iterator[None]:
+    """A question the read models cannot answer as asked is the user's mistake (exit 2)."""
+    try:
+        yield
+    except QueryError as error:
+        raise BadInput(str(error)) from None
+
+
+class LedgerService:
+    """One ledger, for the life of a command or a server process."""
+
+    def __init__(self, location: Location) -> None:
+        self.location = location
+        self._ledger: Ledger | None = None
+
+    # -- the event store ------------------------------------------------------------------
+
+    def ledger(self, *, must_exist: bool = False) -> Ledger:
+        """The event store, opened on first use and kept until ``close``."""
+        if self._ledger is None:
+            self._ledger = open_event_store(self.location, must_exist=must_exist)
+        return self._ledger
+
+    def close(self) -> None:
+        if self._ledger is not None:
+            self._ledger.close()
+            self._ledger = None
+
+    def __enter__(self) -> LedgerService:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def append(self, lines: Iterable[Line], *, skip_invalid: bool = False,
+               catch_up: bool = True) -> Receipt:
+        """Check every line, store the accepted ones in one transaction, then bring the
+        read models up to date. Raises ``Refused`` (nothing stored) unless ``skip_invalid``."""
+        from ledger.application import BatchRejected
+        from ledger.store import LedgerBusy
+
+        ledger = self.ledger()
+        try:
+            appended = ledger.append(lines, skip_invalid=skip_invalid)
+        except BatchRejected as rejected:
+            raise Refused(rejected.outcome) from None
+        except LedgerBusy as busy:
+            raise Failure(str(busy)) from None
+        outcome = appended.outcome
+        caught_up: int | str = 0
+        if catch_up:
+            try:
+                caught_up = self.refresh_read_models()
+            except sqlite3.OperationalError as busy:
+                # The batch is committed; the models catch up at the next query.
+                caught_up = f"not yet ({busy}); they catch up at the next query"
+        return Receipt(
+            appended=appended.count,
+            already_recorded=outcome.already_recorded,
+            first_position=appended.first_position,
+            last_position=appended.last_position,
+            flagged=list(outcome.flagged),
+            rejected=len({p.line for p in outcome.problems}) if skip_invalid else 0,
+            outcome=outcome,
+            read_models_updated=caught_up,
+        )
+
+    def replay(self, log: Callable[[Any], Any] = lambda log: log) -> int:
+        """Rebuild every read model from position 0; ``log`` may wrap the log (progress)."""
+        from projections.apply import rebuild
+
+        ledger = self.ledger(must_exist=True)
+        return rebuild(self.location.read_models_path(), log(ledger))
+
+    # -- the read models -------------------------------------------------------------------
+
+    def refresh_read_models(self) -> int:
+        """Fold what the log holds beyond the read models into them; return how many events."""
+        from projections.apply import catch_up, rebuild
+        from projections.schema import open_read_models
+
+        path = self.location.read_models_path()
+        ledger = self.ledger(must_exist=True)
+        db = open_read_models(path)
+        try:
+            if applied_position(db) > 0 and schema_version(db) == SCHEMA_VERSION:
+                return catch_up(db, ledger)
+        finally:
+            db.conn.close()
+        # A first load is a rebuild (bulk-loaded, then indexed, instead of row by indexed
+        # row); so is a model of an older shape.
+        return rebuild(path, ledger)
+
+    def read_models_current(self) -> bool:
+        """True when the read models hold every logged event, in the current shape."""
+        path = self.location.read_models_path()
+        if not path.exists():
+            return False
+        if self.location.is_postgres or self._ledger is not None:
+            head: int | None = self.ledger().head()
+        elif Path(self.location.db).exists():
+            # One indexed read of the SQLite ledger, without loading the event store.
+            head = sqlite_head(self.location.db)
+        else:
+            return False
+        with closing(connect(path)) as db:
+            try:
+                return (head is not None and applied_position(db) == head
+                        and schema_version(db) == SCHEMA_VERSION)
+            except sqlite3.Error:
+                return False
+
+    @contextmanager
+    def read_models(self) -> Iterator[sqlite3.Connection]:
+        """The read models, caught up with the log first, so every answer is current."""
+        if not self.read_models_current():
+            self.refresh_read_models()
+        with closing(connect(self.location.read_models_path())) as db, answering():
+            yield db
+
+    # -- questions -------------------------------------------------------------------------
+
+    def elections(self, at: Moment = ALWAYS) -> list[dict[str, Any]]:
+        from projections.tally import elections
+
+        with self.read_models() as db:
+            return elections(db, at)
+
+    def history(self, at: Moment, *, election: str | None = None,
+                station: str | None = None) -> list[dict[str, Any]]:
+        from projections.audit import history
+
+        with self.read_models() as db:
+            return history(db, at, election=election, station=station)
+
+    def tally(self, at: Moment, *, election: str | None = None, stage: str = "preliminary",
+              reporter: str | None = None, scope: str | None = None) -> dict[str, Any]:
+        from projections.tally import load_election, tally
+
+        with self.read_models() as db:
+            return tally(db, load_election(db, election), at, stage=stage, reporter=reporter,
+                         scope=scope)
+
+    def seats(self, at: Moment, *, election: str | None = None, stage: str = "preliminary",
+              reporter: str | None = None, scope: str | None = None) -> dict[str, Any]:
+        from projections.tally import load_election, seats
+
+        with self.read_models() as db:
+            return seats(db, load_election(db, election), at, stage=stage, reporter=reporter,
+                         scope=scope)
+
+    def audit(self, at: Moment, *, election: str | None = None,
+              station: str | None = None) -> dict[str, Any]:
+        from projections.audit import audit
+
+        with self.read_models() as db:
+            return audit(db, at, election=election, station=station)
+
+    def withheld(self, at: Moment, *, election: str | None = None) -> dict[str, Any]:
+        from projections.audit import withheld
+
+        with self.read_models() as db:
+            return withheld(db, at, election=election)
+
+    def appeals(self, at: Moment, *, election: str | None = None) -> list[dict[str, Any]]:
+        from projections.audit import appeals
+
+        with self.read_models() as db:
+            return appeals(db, at, election=election)
+
+    def election(self, election: str | None) -> Election:
+        from projections.tally import load_election
+
+        with self.read_models() as db:
+            return load_election(db, election)
+
+    def nist_report(self, at: Moment, *, election: str | None = None,
+                    stage: str = "preliminary") -> dict[str, Any]:
+        from projections.nist import election_report
+        from projections.tally import load_election
+
+        with self.read_models() as db:
+            return election_report(db, load_election(db, election), at, stage=stage)
+
+    def html_report(self, at: Moment, *, election: str | None = None) -> str:
+        from projections.report import render_report
+        from projections.tally import load_election
+
+        with self.read_models() as db:
+            return render_report(db, load_election(db, election), at)
+
+    # -- integrity -------------------------------------------------------------------------
+
+    def checkpoint(self, key: Any = None, name: str | None = None) -> Checkpoint:
+        """The log's current checkpoint, signed with ``key`` if given, and recorded."""
+        from ledger.checkpoint import sign
+        from ledger.integrity import checkpoint_of
+        from ledger.store import utc_now
+
+        tree = self.ledger(must_exist=True).recorder.tree()
+        note = checkpoint_of(tree)
+        if key is not None:
+            note = sign(note, key, name or note.origin)
+        tree.record_checkpoint(note.size, note.root, utc_now().isoformat(), note.text())
+        return note
+
+    def verify(self, anchor: Checkpoint | None = None) -> Verified:
+        """Recompute every hash; raises ``IntegrityFailure`` naming what does not match."""
+        from ledger.integrity import verify
+
+        recorder = self.ledger(must_exist=True).recorder
+        return verify(recorder, recorder.tree(), anchor)
+
+    def prove(self, event_id: str, anchor: Checkpoint | None = None) -> dict[str, Any]:
+        """The inclusion proof of one event; ``BadInput`` if the log does not hold it."""
+        from ledger.integrity import inclusion_proof
+
+        recorder = self.ledger(must_exist=True).recorder
+        try:
+            return inclusion_proof(recorder, recorder.tree(), event_id, anchor)
+        except LookupError as error:
+            raise BadInput(str(error).strip('"')) from None
+
+
+def open_event_store(location: Location, *, must_exist: bool = False) -> Ledger:
+    """The event store at ``location``, with failures to reach it said in one line."""
+    from eventsourcing.persistence import PersistenceError
+
+    from ledger.application import Ledger
+
+    if must_exist and not location.is_postgres and not Path(location.db).exists():
+        raise BadInput(f"no ledger at {location.db}; append events first (ledger append FILE)")
+    try:
+        return Ledger(location)
+    except PersistenceError as error:
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise Failure(f"cannot use the ledger at {location.describe()}: {detail}") from None
+    except sqlite3.DatabaseError as error:
+        raise Failure(f"cannot open {location.describe()}: {error}") from None
