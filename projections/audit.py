@@ -5,30 +5,19 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from projections.moment import Moment
-from projections.tally import Election, load_election, tally
-
-VISIBLE = "election = :e AND occurred_at <= :t AND recorded_at <= :k"
-
-# The effective protocol of every (station, reporter) pair: as in the tally, for all reporters.
-EFFECTIVE_ALL = f"""
-WITH superseded AS (
-    SELECT supersedes FROM protocols WHERE {VISIBLE} AND supersedes IS NOT NULL
-),
-ranked AS (
-    SELECT *, ROW_NUMBER() OVER (
-        PARTITION BY station, reported_by ORDER BY occurred_at DESC, position DESC
-    ) AS recency
-    FROM protocols
-    WHERE {VISIBLE} AND event_id NOT IN (SELECT supersedes FROM superseded)
-      AND (:station IS NULL OR station = :station)
+from projections.effective import effective_protocols
+from projections.moment import Moment, visible
+from projections.tally import (
+    Election,
+    announced_minus_computed,
+    latest_decisions,
+    load_election,
+    tally,
 )
-SELECT * FROM ranked WHERE recency = 1 ORDER BY station, reported_by
-"""
 
 
 def _params(election: Election, moment: Moment, station: str | None = None) -> dict[str, Any]:
-    return {"e": election.id, "t": moment.t, "k": moment.k, "station": station}
+    return {"election": election.id, **moment.bounds(), "station": station}
 
 
 def history(
@@ -37,10 +26,10 @@ def history(
     """Every visible event in log order, optionally of one election or station."""
     rows = db.execute(
         "SELECT position, recorded_at, occurred_at, type, election, station, event_id, payload "
-        "FROM events WHERE occurred_at <= :t AND recorded_at <= :k "
-        "AND (:e IS NULL OR election = :e) AND (:station IS NULL OR station = :station) "
-        "ORDER BY position",
-        {"t": moment.t, "k": moment.k, "e": election, "station": station},
+        f"FROM events WHERE {visible()} "
+        "AND (:election IS NULL OR election = :election) "
+        "AND (:station IS NULL OR station = :station) ORDER BY position",
+        {**moment.bounds(), "election": election, "station": station},
     )
     return [
         {"position": r[0], "recorded_at": r[1], "occurred_at": r[2], "type": r[3],
@@ -112,7 +101,12 @@ def _differences(official: dict[str, Any], copy: dict[str, Any]) -> list[tuple[s
 def _effective_protocols(
     db: Any, election: Election, moment: Moment, station: str | None
 ) -> dict[str, dict[str, dict[str, Any]]]:
-    cursor = db.execute(EFFECTIVE_ALL, _params(election, moment, station))
+    cursor = db.execute(
+        effective_protocols(one_reporter=False, one_station=station is not None)
+        + " SELECT p.* FROM effective JOIN protocols p USING (position) "
+        "ORDER BY p.station, p.reported_by",
+        _params(election, moment, station),
+    )
     columns = [d[0] for d in cursor.description]
     rows = [dict(zip(columns, r, strict=True)) for r in cursor.fetchall()]
     by_station: dict[str, dict[str, dict[str, Any]]] = {}
@@ -127,7 +121,7 @@ def control_failures(
 ) -> list[dict[str, Any]]:
     rows = db.execute(
         "SELECT station, reported_by, event_id, occurred_at, control_failures FROM protocols "
-        f"WHERE {VISIBLE} AND control_failures IS NOT NULL "
+        f"WHERE election = :election AND {visible()} AND control_failures IS NOT NULL "
         "AND (:station IS NULL OR station = :station) ORDER BY position",
         _params(election, moment, station),
     )
@@ -148,9 +142,9 @@ def withheld_protocols(
                (SELECT MIN(p.occurred_at) FROM protocols p
                 WHERE p.election = w.election AND p.station = w.station
                   AND p.reported_by = w.requested_by AND p.occurred_at >= w.occurred_at
-                  AND p.occurred_at <= :t AND p.recorded_at <= :k) AS copy_received_at
+                  AND {visible('p')}) AS copy_received_at
         FROM withheld w
-        WHERE w.{VISIBLE.replace(' AND ', ' AND w.')}
+        WHERE w.election = :election AND {visible('w')}
           AND (:station IS NULL OR w.station = :station)
         ORDER BY w.position
         """,
@@ -188,7 +182,8 @@ def _compare(db: Any, election: Election, moment: Moment, requester: str) -> dic
     effective = _effective_protocols(db, election, moment, None)
     refused = {
         r[0] for r in db.execute(
-            f"SELECT station FROM withheld WHERE {VISIBLE} AND requested_by = :who",
+            "SELECT station FROM withheld "
+            f"WHERE election = :election AND {visible()} AND requested_by = :who",
             {**_params(election, moment), "who": requester},
         )
     }
@@ -227,7 +222,7 @@ def discrepancies(db: Any, election: Election, moment: Moment) -> list[dict[str,
     found = []
     for position, authority, stage, scope, occurred, votes_json in db.execute(
         f"SELECT position, authority, stage, scope, occurred_at, votes FROM announcements "
-        f"WHERE {VISIBLE} ORDER BY position",
+        f"WHERE election = :election AND {visible()} ORDER BY position",
         _params(election, moment),
     ).fetchall():
         announced = json.loads(votes_json)
@@ -237,9 +232,7 @@ def discrepancies(db: Any, election: Election, moment: Moment) -> list[dict[str,
             computed = tally(db, election, at, stage=stage, reporter=authority, scope=region)
         except ValueError:
             computed = {"votes": {}, "stations_reporting": 0}
-        choices = list(dict.fromkeys([*announced, *computed["votes"]]))
-        difference = {c: announced.get(c, 0) - computed["votes"].get(c, 0) for c in choices
-                      if announced.get(c, 0) != computed["votes"].get(c, 0)}
+        difference = announced_minus_computed(announced, computed["votes"])
         found.append({
             "position": position, "authority": authority, "stage": stage, "scope": scope,
             "announced_at": occurred, "announced_total": sum(announced.values()),
@@ -252,16 +245,11 @@ def discrepancies(db: Any, election: Election, moment: Moment) -> list[dict[str,
 
 def appeals_of(db: Any, election: Election, moment: Moment) -> list[dict[str, Any]]:
     params = _params(election, moment)
-    decided: dict[str, tuple[Any, ...]] = {}
-    for row in db.execute(
-        f"SELECT appeal, decision, remedy, stations, occurred_at FROM decisions WHERE {VISIBLE} "
-        "ORDER BY occurred_at, position", params,
-    ):
-        decided[row[0]] = row
+    decided = {row[0]: row for row in latest_decisions(db, params)}
     found = []
     for appeal, filed_by, grounds, demand, stations, occurred in db.execute(
         f"SELECT appeal, filed_by, grounds, demand, stations, occurred_at FROM appeals "
-        f"WHERE {VISIBLE} ORDER BY position", params,
+        f"WHERE election = :election AND {visible()} ORDER BY position", params,
     ):
         decision = decided.get(appeal)
         found.append({

@@ -27,18 +27,34 @@ class Moment:
     known_at: datetime | None = None
 
     @property
-    def t(self) -> str:
+    def as_of_stamp(self) -> str:
         return stamp(self.as_of) if self.as_of else LATEST
 
     @property
-    def k(self) -> str:
+    def known_at_stamp(self) -> str:
         return stamp(self.known_at) if self.known_at else LATEST
+
+    def bounds(self) -> dict[str, str]:
+        """The SQL parameters ``:as_of`` and ``:known_at`` that ``visible`` compares with."""
+        return {"as_of": self.as_of_stamp, "known_at": self.known_at_stamp}
 
     def describe(self) -> dict[str, str | None]:
         return {
             "as_of": self.as_of.isoformat() if self.as_of else None,
             "known_at": self.known_at.isoformat() if self.known_at else None,
         }
+
+
+def visible(table: str = "") -> str:
+    """The visibility rule, as an SQL condition on a history row (of ``table``, if named).
+
+    A row is visible at a moment when what it records occurred by ``:as_of`` (valid time) and
+    the ledger had recorded it by ``:known_at`` (ledger time). Every read model keeps both
+    stamps as fixed-width UTC text, so both comparisons are plain and indexable; every query
+    states visibility through this function and binds ``Moment.bounds()``.
+    """
+    prefix = f"{table}." if table else ""
+    return f"{prefix}occurred_at <= :as_of AND {prefix}recorded_at <= :known_at"
 
 
 ALWAYS = Moment()  # no bound on either axis: everything the ledger holds

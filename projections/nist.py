@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from projections.moment import Moment
+from projections.moment import Moment, visible
 from projections.tally import (
-    EFFECTIVE,
+    COUNTED,
     NO_EXCLUSIONS,
     Election,
     Exclusions,
@@ -85,7 +85,7 @@ def election_report(
     if stage not in STAGES:
         raise QueryError(f"--stage: {stage!r} is not one of {', '.join(STAGES)}")
     params: dict[str, Any] = {
-        "e": election.id, "t": moment.t, "k": moment.k, "r": election.authority, "scope": None,
+        "election": election.id, **moment.bounds(), "reporter": election.authority, "scope": None,
         "excluded": "[]",
     }
     stations = _stations(db, params)
@@ -120,8 +120,8 @@ def election_report(
 
 def _stations(db: Any, params: dict[str, Any]) -> list[Station]:
     rows = db.execute(
-        "SELECT station, region, registered_voters FROM stations WHERE election = :e "
-        "AND occurred_at <= :t AND recorded_at <= :k ORDER BY position",
+        "SELECT station, region, registered_voters FROM stations WHERE election = :election "
+        f"AND {visible()} ORDER BY position",
         params,
     )
     return [Station(*row) for row in rows]
@@ -130,8 +130,8 @@ def _stations(db: Any, params: dict[str, Any]) -> list[Station]:
 def _effective_protocols(db: Any, params: dict[str, Any]) -> dict[str, Protocol]:
     """The authority's effective protocol of each visible station (the tally's own query)."""
     rows = db.execute(
-        EFFECTIVE + "SELECT effective.station, p.ballots_cast, p.invalid, p.votes, p.supersedes "
-        "FROM effective JOIN protocols p USING (position)",
+        COUNTED + "SELECT in_scope.station, p.ballots_cast, p.invalid, p.votes, p.supersedes "
+        "FROM in_scope JOIN protocols p USING (position)",
         params,
     )
     return {
@@ -147,8 +147,7 @@ def _election_date(db: Any, election: Election, params: dict[str, Any]) -> str:
     signed late in the evening west of Greenwich dates to the next day.
     """
     first = db.execute(
-        "SELECT MIN(occurred_at) FROM protocols WHERE election = :e AND occurred_at <= :t "
-        "AND recorded_at <= :k",
+        f"SELECT MIN(occurred_at) FROM protocols WHERE election = :election AND {visible()}",
         params,
     ).fetchone()[0]
     if first is None:

@@ -18,9 +18,9 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 from projections.audit import appeals_of, conflicts, control_failures, discrepancies, withheld
-from projections.moment import Moment
+from projections.moment import Moment, visible
 from projections.schema import applied_position
-from projections.tally import EFFECTIVE, Election, seats, tally
+from projections.tally import COUNTED, Election, seats, tally
 
 NIGHT_POINTS = 24
 FORENSICS_PARTIES = 4
@@ -255,9 +255,9 @@ def _night(ctx: Context) -> str:
 
 def _night_series(ctx: Context) -> list[tuple[datetime, dict[str, Any]]]:
     first, last = ctx.db.execute(
-        "SELECT MIN(occurred_at), MAX(occurred_at) FROM protocols WHERE election = ? "
-        "AND reported_by = ? AND occurred_at <= ? AND recorded_at <= ?",
-        [ctx.election.id, ctx.election.authority, ctx.moment.t, ctx.moment.k],
+        "SELECT MIN(occurred_at), MAX(occurred_at) FROM protocols WHERE election = :election "
+        f"AND reported_by = :reporter AND {visible()}",
+        {"election": ctx.election.id, "reporter": ctx.election.authority, **ctx.moment.bounds()},
     ).fetchone()
     if first is None:
         return []
@@ -301,11 +301,11 @@ def _forensics(ctx: Context) -> str:
 
 def _station_points(ctx: Context) -> list[tuple[float, dict[str, float]]]:
     """(turnout %, share % per party) of each station's effective official protocol."""
-    params = {"e": ctx.election.id, "t": ctx.moment.t, "k": ctx.moment.k,
-              "r": ctx.election.authority, "scope": None, "excluded": "[]"}
+    params = {"election": ctx.election.id, **ctx.moment.bounds(),
+              "reporter": ctx.election.authority, "scope": None, "excluded": "[]"}
     points = []
     for registered, cast, votes_json in ctx.db.execute(
-        EFFECTIVE + "SELECT counted.registered_voters, p.ballots_cast, p.votes "
+        COUNTED + "SELECT counted.registered_voters, p.ballots_cast, p.votes "
         "FROM counted JOIN protocols p USING (position)", params,
     ):
         votes = json.loads(votes_json)

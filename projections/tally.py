@@ -13,7 +13,8 @@ from typing import Any
 
 import msgspec
 
-from projections.moment import ALWAYS, Moment
+from projections.effective import effective_protocols
+from projections.moment import ALWAYS, Moment, visible
 from projections.seats import allocate, exact_percent, passes_threshold
 
 _votes = msgspec.json.Decoder(dict[str, int]).decode
@@ -44,8 +45,8 @@ def elections(db: Any, moment: Moment = ALWAYS) -> list[dict[str, Any]]:
     return [
         {"id": row[0], "name": row[1]}
         for row in db.execute(
-            "SELECT election, name FROM elections WHERE occurred_at <= ? AND recorded_at <= ? "
-            "ORDER BY position", [moment.t, moment.k])
+            f"SELECT election, name FROM elections WHERE {visible()} ORDER BY position",
+            moment.bounds())
     ]
 
 
@@ -75,33 +76,19 @@ def load_election(db: Any, election: str | None) -> Election:
     return Election(*row, choices=choices)
 
 
-# The effective protocol of each station for one reporter: its latest visible protocol
-# (by occurred_at, ties by log position), leaving out any that a visible protocol supersedes.
-EFFECTIVE = """
-WITH superseded AS (
-    SELECT supersedes FROM protocols
-    WHERE election = :e AND supersedes IS NOT NULL AND occurred_at <= :t AND recorded_at <= :k
-),
-ranked AS (
-    SELECT position, station, occurred_at, supersedes,
-           ROW_NUMBER() OVER (
-               PARTITION BY station ORDER BY occurred_at DESC, position DESC
-           ) AS recency
-    FROM protocols
-    WHERE election = :e AND reported_by = :r AND occurred_at <= :t AND recorded_at <= :k
-      AND event_id NOT IN (SELECT supersedes FROM superseded)
-),
-effective AS (
-    SELECT ranked.position, ranked.station, ranked.occurred_at, ranked.supersedes,
+# The effective protocols of one reporter (:reporter) that count: those of stations visible at
+# the moment and in :scope, less the stations in :excluded (a JSON list).
+COUNTED = effective_protocols() + f""",
+in_scope AS (
+    SELECT effective.position, effective.station, effective.occurred_at, effective.supersedes,
            stations.registered_voters
-    FROM ranked JOIN stations
-      ON stations.election = :e AND stations.station = ranked.station
-     AND stations.occurred_at <= :t AND stations.recorded_at <= :k
-    WHERE recency = 1
-      AND (:scope IS NULL OR stations.region = :scope OR stations.district = :scope)
+    FROM effective JOIN stations
+      ON stations.election = :election AND stations.station = effective.station
+     AND {visible('stations')}
+    WHERE (:scope IS NULL OR stations.region = :scope OR stations.district = :scope)
 ),
 counted AS (
-    SELECT * FROM effective
+    SELECT * FROM in_scope
     WHERE station NOT IN (SELECT value FROM json_each(:excluded))
 )
 """
@@ -134,11 +121,11 @@ def tally(
 ) -> dict[str, Any]:
     reporter = reporter or election.authority
     params: dict[str, Any] = {
-        "e": election.id, "t": moment.t, "k": moment.k, "r": reporter, "scope": scope,
+        "election": election.id, **moment.bounds(), "reporter": reporter, "scope": scope,
         "excluded": "[]",
     }
     if scope is not None and not db.execute(
-        "SELECT 1 FROM stations WHERE election = :e AND (region = :scope OR district = :scope)",
+        "SELECT 1 FROM stations WHERE election = :election AND (region = :scope OR district = :scope)",
         params,
     ).fetchone():
         raise QueryError(f"--scope: no station of {election.id!r} is in region {scope!r}")
@@ -152,7 +139,7 @@ def tally(
     # One pass over the counted protocols; summing their vote maps here is faster than
     # SQLite summing one row per (protocol, choice).
     for ballots, spoilt, voters, votes_json in db.execute(
-        EFFECTIVE + "SELECT p.ballots_cast, p.invalid, counted.registered_voters, p.votes "
+        COUNTED + "SELECT p.ballots_cast, p.invalid, counted.registered_voters, p.votes "
         "FROM counted JOIN protocols p USING (position)",
         params,
     ):
@@ -167,13 +154,13 @@ def tally(
     order = [choice for choice, _, _ in election.choices]
     votes = {choice: sums[choice] for choice in order if choice in sums}
     stations_total = db.execute(
-        "SELECT COUNT(*) FROM stations WHERE election = :e AND occurred_at <= :t "
-        "AND recorded_at <= :k AND (:scope IS NULL OR region = :scope OR district = :scope)",
+        f"SELECT COUNT(*) FROM stations WHERE election = :election AND {visible()} "
+        "AND (:scope IS NULL OR region = :scope OR district = :scope)",
         params,
     ).fetchone()[0]
     valid = sum(votes.values())
     certified = _final_announcement(db, election, moment) is not None
-    base = valid if election.threshold_base == "valid" else cast
+    base = threshold_base(election, valid_votes=valid, ballots_cast=cast)
     threshold = exact_percent(election.threshold_pct)
     passing = [c for c in order if passes_threshold(votes.get(c, 0), threshold, base)]
     result: dict[str, Any] = {
@@ -205,10 +192,17 @@ def tally(
     return result
 
 
+def threshold_base(election: Election, *, valid_votes: int, ballots_cast: int) -> int:
+    """The votes a threshold is a share of: valid votes, or every ballot cast (invalid
+    ones too), as the election defines it."""
+    return valid_votes if election.threshold_base == "valid" else ballots_cast
+
+
 def seats(db: Any, election: Election, moment: Moment, **options: Any) -> dict[str, Any]:
     """The seat allocation of a tally, by the election's method and threshold."""
     counted = tally(db, election, moment, **options)
-    base = counted["valid_votes"] if election.threshold_base == "valid" else counted["ballots_cast"]
+    base = threshold_base(election, valid_votes=counted["valid_votes"],
+                          ballots_cast=counted["ballots_cast"])
     allocation = allocate(
         counted["votes"], election.seats, election.method,
         threshold_pct=election.threshold_pct, threshold_base=base,
@@ -241,17 +235,12 @@ def final_exclusions(
     db: Any, election: Election, moment: Moment, params: dict[str, Any]
 ) -> Exclusions:
     """Which stations the final tally must leave out as of the moment, and why."""
-    visible = "election = :e AND occurred_at <= :t AND recorded_at <= :k"
     appeals = db.execute(
-        f"SELECT appeal, stations FROM appeals WHERE {visible} ORDER BY position", params
+        f"SELECT appeal, stations FROM appeals WHERE election = :election AND {visible()} "
+        "ORDER BY position", params
     ).fetchall()
-    latest: dict[str, tuple[str, str, str | None, str]] = {}
-    for appeal, decision, remedy, stations, occurred in db.execute(
-        f"SELECT appeal, decision, remedy, stations, occurred_at FROM decisions WHERE {visible} "
-        "ORDER BY occurred_at, position",
-        params,
-    ):
-        latest[appeal] = (decision, remedy, stations, occurred)
+    latest = {appeal: (decision, remedy, stations, occurred)
+              for appeal, decision, remedy, stations, occurred, _ in latest_decisions(db, params)}
     contested: dict[str, list[str]] = {}
     annulled: dict[str, str] = {}
     recount: dict[str, tuple[str, str]] = {}  # station -> (appeal, decided at)
@@ -275,6 +264,28 @@ def final_exclusions(
     return Exclusions(contested, annulled, awaiting)
 
 
+def latest_decisions(db: Any, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """The decision that stands for each visible appeal: its latest visible one (by
+    ``occurred_at``, ties by position). Rows: appeal, decision, remedy, stations (JSON),
+    occurred_at, position."""
+    latest: dict[str, tuple[Any, ...]] = {}
+    for row in db.execute(
+        "SELECT appeal, decision, remedy, stations, occurred_at, position FROM decisions "
+        f"WHERE election = :election AND {visible()} ORDER BY occurred_at, position",
+        params,
+    ):
+        latest[row[0]] = row
+    return list(latest.values())
+
+
+def announced_minus_computed(announced: dict[str, int], computed: dict[str, int]) -> dict[str, int]:
+    """Per choice, announced votes less the votes the ledger's protocols add up to, where
+    they differ: the discrepancy an observer looks for."""
+    choices = list(dict.fromkeys([*announced, *computed]))
+    return {c: announced.get(c, 0) - computed.get(c, 0) for c in choices
+            if announced.get(c, 0) != computed.get(c, 0)}
+
+
 def _awaiting_recount(
     db: Any, params: dict[str, Any], recount: dict[str, tuple[str, str]]
 ) -> dict[str, str]:
@@ -285,7 +296,7 @@ def _awaiting_recount(
     effective = {
         station: (occurred, supersedes)
         for station, occurred, supersedes in db.execute(
-            EFFECTIVE + "SELECT station, occurred_at, supersedes FROM effective "
+            COUNTED + "SELECT station, occurred_at, supersedes FROM in_scope "
             "WHERE station IN (SELECT value FROM json_each(:only))",
             {**params, "scope": None, "only": json.dumps(sorted(recount))},
         )
@@ -300,10 +311,10 @@ def _awaiting_recount(
 
 def _final_announcement(db: Any, election: Election, moment: Moment) -> Any:
     return db.execute(
-        "SELECT position FROM announcements WHERE election = ? AND authority = ? "
-        "AND stage = 'final' AND scope = 'national' AND occurred_at <= ? AND recorded_at <= ? "
+        "SELECT position FROM announcements WHERE election = :election AND authority = :authority "
+        f"AND stage = 'final' AND scope = 'national' AND {visible()} "
         "ORDER BY occurred_at DESC, position DESC LIMIT 1",
-        [election.id, election.authority, moment.t, moment.k],
+        {"election": election.id, "authority": election.authority, **moment.bounds()},
     ).fetchone()
 
 
@@ -312,24 +323,20 @@ def _announced(
     computed: dict[str, int],
 ) -> dict[str, Any] | None:
     row = db.execute(
-        "SELECT votes, occurred_at, turnout_pct FROM announcements WHERE election = ? "
-        "AND authority = ? AND stage = ? AND scope = ? AND occurred_at <= ? AND recorded_at <= ? "
+        "SELECT votes, occurred_at, turnout_pct FROM announcements WHERE election = :election "
+        f"AND authority = :authority AND stage = :stage AND scope = :scope AND {visible()} "
         "ORDER BY occurred_at DESC, position DESC LIMIT 1",
-        [election.id, election.authority, stage, scope or "national", moment.t, moment.k],
+        {"election": election.id, "authority": election.authority, "stage": stage,
+         "scope": scope or "national", **moment.bounds()},
     ).fetchone()
     if row is None:
         return None
     announced = json.loads(row[0])
-    choices = list(dict.fromkeys([*announced, *computed]))
     return {
         "occurred_at": row[1],
         "votes": announced,
         "turnout_pct": row[2],
-        "difference": {
-            c: announced.get(c, 0) - computed.get(c, 0)
-            for c in choices
-            if announced.get(c, 0) != computed.get(c, 0)
-        },
+        "difference": announced_minus_computed(announced, computed),
     }
 
 

@@ -1,0 +1,41 @@
+"""The effective protocol: which of a station's protocols counts, for each reporter.
+
+DESIGN.md: the latest visible protocol of that reporter (by ``occurred_at``, ties by log
+position), leaving out any protocol that a visible protocol ``supersedes``. This module is
+the one place that rule is written; the tallies, the audit views, the NIST export and the
+report all build on the CTE it returns.
+"""
+
+from __future__ import annotations
+
+from projections.moment import visible
+
+
+def effective_protocols(*, one_reporter: bool = True, one_station: bool = False) -> str:
+    """SQL ``WITH`` clauses ending in ``effective``: one row per (station, reporter) with
+    ``position, station, reported_by, occurred_at, supersedes, event_id``.
+
+    Binds ``:election``, ``:as_of`` and ``:known_at``; with ``one_reporter``, ``:reporter``
+    (the query then uses the (election, reporter, occurred_at) index); with ``one_station``,
+    ``:station``. Join ``protocols USING (position)`` for the figures.
+    """
+    only = (" AND reported_by = :reporter" if one_reporter else "") + (
+        " AND station = :station" if one_station else "")
+    return f"""
+WITH superseded AS (
+    SELECT supersedes FROM protocols
+    WHERE election = :election AND supersedes IS NOT NULL AND {visible()}
+),
+ranked AS (
+    SELECT position, station, reported_by, occurred_at, supersedes, event_id,
+           ROW_NUMBER() OVER (
+               PARTITION BY station, reported_by ORDER BY occurred_at DESC, position DESC
+           ) AS recency
+    FROM protocols
+    WHERE election = :election AND {visible()}{only}
+      AND event_id NOT IN (SELECT supersedes FROM superseded)
+),
+effective AS (
+    SELECT position, station, reported_by, occurred_at, supersedes, event_id
+    FROM ranked WHERE recency = 1
+)"""
