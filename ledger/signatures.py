@@ -200,9 +200,25 @@ def authenticate(
     Raises ``SignatureRefused`` for a signature on a definition, by someone other than the
     acting reporter, by a reporter with no registered key, or that does not verify.
     """
-    signature = event.signature
-    if not signature:
+    if not event.signature:
         return None
+    keys = _claimable_keys(event, election, keyring)
+    message = signed_message(canonical_submitted(text))
+    key = verifying_key(keys, event.signature.ed25519, message)
+    if key is None:
+        raise SignatureRefused(
+            f"does not verify with any key of {event.signature.by!r}: forged, altered after "
+            "signing, or signed with an unregistered key"
+        )
+    return Signed(submitted=msgspec.Raw(message[len(PREFIX):]), key=key.fingerprint)
+
+
+def _claimable_keys(
+    event: Event, election: ElectionDefined | None, keyring: Keyring
+) -> Sequence[ReporterKey]:
+    """The keys that may sign ``event`` as its signature claims; refused if none may."""
+    signature = event.signature
+    assert signature
     if isinstance(event, DEFINITIONS):
         raise SignatureRefused(
             f"{type(event).__name__} is a definition, appended by the operator: it carries no "
@@ -219,14 +235,53 @@ def authenticate(
     keys = keyring.keys(event.election, actor)
     if not keys:
         raise SignatureRefused(f"reporter {actor!r} has no registered key in {event.election!r}")
-    message = signed_message(canonical_submitted(text))
-    key = verifying_key(keys, signature.ed25519, message)
-    if key is None:
-        raise SignatureRefused(
-            f"does not verify with any key of {actor!r}: forged, altered after signing, "
-            "or signed with an unregistered key"
-        )
-    return Signed(submitted=msgspec.Raw(message[len(PREFIX):]), key=key.fingerprint)
+    return keys
+
+
+class SignatureAudit:
+    """Re-checks, in log order and from the log alone, every stored signature, and that no
+    stored report lacks the signature its reporter's key required at its position."""
+
+    def __init__(self) -> None:
+        self.keyring = Keyring()
+        self._elections: dict[str, ElectionDefined] = {}
+
+    def needs(self, state: bytes) -> bool:
+        """Whether a stored payload must be decoded to be checked (the cheap path of a
+        ledger nobody signs in: nothing is registered and nothing carries a signature)."""
+        return bool(self.keyring._keys) or b'"signature"' in state or b"ElectionDefined" in state \
+            or b"ReporterRegistered" in state
+
+    def check(self, position: int, event: Event, signed: Signed | None) -> str | None:
+        """The failure of the event stored at ``position``, or ``None``."""
+        if isinstance(event, ElectionDefined):
+            self._elections.setdefault(event.election, event)
+        election = self._elections.get(event.election)
+        failure = self._check(event, signed, election)
+        if isinstance(event, ReporterRegistered):
+            self.keyring.add(event)
+        return None if failure is None else f"position {position}: {failure}"
+
+    def _check(self, event: Event, signed: Signed | None, election: ElectionDefined | None) -> str | None:
+        if not event.signature:
+            if signed is not None:
+                return "a signed submission is stored without its signature (stripped)"
+            return unsigned_refusal(event, election, self.keyring)
+        if signed is None:
+            return "a signature is stored without the submission it covers"
+        try:
+            keys = _claimable_keys(event, election, self.keyring)
+        except SignatureRefused as refused:
+            return f"signature: {refused}"
+        key = verifying_key(keys, event.signature.ed25519, signed_message(bytes(signed.submitted)))
+        if key is None:
+            return (f"the signature by {event.signature.by!r} does not verify with any of its "
+                    "keys registered before this position")
+        if key.fingerprint != signed.key:
+            return f"the signature verifies with key {key.fingerprint}, not {signed.key} as stored"
+        if not stored_form_matches(event, signed):
+            return "the stored event differs from the submission its signature covers"
+        return None
 
 
 def verifying_key(keys: Sequence[ReporterKey], signature_b64: str, message: bytes) -> ReporterKey | None:
@@ -252,7 +307,7 @@ def unsigned_refusal(event: Event, election: ElectionDefined | None, keyring: Ke
     if actor is None or not keyring.keys(event.election, actor):
         return None
     return (
-        f"missing: reporter {actor!r} has a registered key in {event.election!r}, so its "
+        f"signature missing: reporter {actor!r} has a registered key in {event.election!r}, so its "
         "events must be signed (ledger sign --key FILE.key)"
     )
 
@@ -285,3 +340,41 @@ def stored_form_matches(event: Event, signed: Signed) -> bool:
     if submitted.event_id is None:
         submitted = msgspec.structs.replace(submitted, event_id=event.event_id)
     return msgspec.structs.replace(submitted, signature=event.signature) == event
+
+
+def sign_line(text: bytes, event: Event, private_key: Any, signer: str | None) -> bytes:
+    """The line, signed by ``private_key`` as its acting reporter (or ``signer``).
+
+    The output keeps the submitted members and their order and adds (or replaces) the
+    ``signature`` member; what is signed is the canonical form, so spacing does not matter.
+    ``signer`` is needed for an ``AppealDecided`` line: its acting reporter is the
+    election's authority, which the line does not name.
+    """
+    if isinstance(event, DEFINITIONS):
+        raise SignatureRefused(f"{type(event).__name__} is a definition: definitions are not signed")
+    actor = acting_reporter(event, None)
+    if actor is None and signer is None:
+        raise SignatureRefused(
+            f"{type(event).__name__} is signed by the election's authority, which the line does "
+            "not name: give --as AUTHORITY"
+        )
+    if actor is not None and signer is not None and signer != actor:
+        raise SignatureRefused(
+            f"--as {signer!r}, but {_acting_field(event)} is {actor!r}: a reporter signs only "
+            "its own events"
+        )
+    canonical = canonical_submitted(text)
+    signature = private_key.sign(signed_message(canonical))
+    submitted = json.loads(text)
+    submitted.pop("signature", None)
+    submitted["signature"] = {"by": signer or actor,
+                              "ed25519": base64.b64encode(signature).decode()}
+    return json.dumps(submitted, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def raw_public_key_b64(public_key: Ed25519PublicKey) -> str:
+    """The form ``ReporterRegistered`` carries: base64 of the raw 32-byte key."""
+    from cryptography.hazmat.primitives import serialization
+
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return base64.b64encode(raw).decode()
