@@ -100,56 +100,29 @@ def signed_message(canonical: bytes) -> bytes:
     return PREFIX + canonical
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    found = dict(pairs)
-    if len(found) != len(pairs):
-        seen: set[str] = set()
-        twice = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
-        raise SignatureRefused(f"member {twice!r} appears twice; a signed object must be I-JSON")
-    return found
-
-
-def _exact_int(text: str) -> int:
-    value = int(text)
-    if abs(value) > SAFE_INTEGER:
-        raise SignatureRefused(
-            f"the number {text[:30]} cannot be represented exactly in canonical JSON "
-            "(integers are limited to 2^53 - 1)"
-        )
-    return value
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if value in (float("inf"), float("-inf")):
-        raise SignatureRefused(f"the number {text[:30]} is out of range for canonical JSON")
-    return value
-
-
-def _no_constant(text: str) -> Any:
-    raise SignatureRefused(f"{text} is not a JSON number")
-
-
 def canonical_submitted(text: bytes | str) -> bytes:
     """RFC 8785 canonical JSON of the submitted line's object, without ``signature``.
 
     Numbers are read as JCS reads them (IEEE 754 doubles): ``5.0`` and ``1e2`` become
     ``5`` and ``100``. An integer beyond 2^53 - 1 or a number beyond the double range
-    cannot be represented exactly and refuses the line, as does a duplicated member.
+    cannot be represented exactly and refuses the line. A member given twice counts once,
+    with its last value, exactly as the event's own decoding takes it: the signature then
+    covers what is stored.
     """
     try:
-        submitted = json.loads(text, object_pairs_hook=_no_duplicates,
-                               parse_int=_exact_int, parse_float=_finite_float,
-                               parse_constant=_no_constant)
-    except (ValueError, RecursionError) as error:
-        if isinstance(error, SignatureRefused):
-            raise
-        raise SignatureRefused(f"the line is not JSON that can be canonicalised: {error}") from None
+        submitted = msgspec.json.decode(text)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as error:
+        raise SignatureRefused(f"the line cannot be canonicalised: {error}") from None
     if not isinstance(submitted, dict):
         raise SignatureRefused("a signed line must be a JSON object")
     submitted.pop("signature", None)
     try:
         return rfc8785.dumps(submitted)
+    except rfc8785.IntegerDomainError:
+        raise SignatureRefused(
+            "a number cannot be represented exactly in canonical JSON (integers are limited "
+            f"to {SAFE_INTEGER})"
+        ) from None
     except rfc8785.CanonicalizationError as error:
         raise SignatureRefused(f"cannot be represented exactly in canonical JSON: {error}") from None
 

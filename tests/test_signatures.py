@@ -234,12 +234,16 @@ def test_numbers_canonical_json_cannot_represent_refuse_the_line(
     text = json.dumps(good)
     huge = text.replace('"votes": {"a": 1}', '"votes": {"a": 9007199254740993}')
     out_of_range = text.replace('"scope"', '"turnout_pct": 1e400, "scope"')
-    duplicated = text.replace('"scope": "national"', '"scope": "North", "scope": "national"')
-    for line in (huge, out_of_range, duplicated):
+    for line in (huge, out_of_range):
         before = keyed.stored_events()
         assert keyed.append(line, expect=2).code == 2
         assert keyed.stored_events() == before
-    keyed.append(good)
+    # A member given twice counts once, with its last value, in the event and in the signed
+    # form alike (as JSON.parse and Python's json take it): the signature covers what is stored.
+    duplicated = text.replace('"scope": "national"', '"scope": "North", "scope": "national"')
+    keyed.append(duplicated)
+    assert "1 already recorded" in keyed.append(good).out
+    assert keyed.run("verify").code == 0
 
 
 @pytest.mark.parametrize("case", ["unsigned", "wrong key", "by mismatch", "altered",
