@@ -239,7 +239,10 @@ class SignatureAudit:
         if not event.signature:
             if signed is not None:
                 return "a signed submission is stored without its signature (stripped)"
-            return unsigned_refusal(event, election, self.keyring)
+            if unsigned_refusal(event, election, self.keyring) is None:
+                return None
+            return (f"a report of {acting_reporter(event, election)!r} is stored without the "
+                    "signature its registered key required")
         if signed is None:
             return "a signature is stored without the submission it covers"
         try:
@@ -280,7 +283,7 @@ def unsigned_refusal(event: Event, election: ElectionDefined | None, keyring: Ke
     if actor is None or not keyring.keys(event.election, actor):
         return None
     return (
-        f"signature missing: reporter {actor!r} has a registered key in {event.election!r}, so its "
+        f"required: reporter {actor!r} has a registered key in {event.election!r}, so its "
         "events must be signed (ledger sign --key FILE.key)"
     )
 

@@ -379,7 +379,7 @@ def test_verify_names_the_position_of_a_report_that_breaks_the_rules(
     result = keyed.run("verify")
     assert result.code == 1
     assert f"position {position}:" in result.err, result.err
-    assert {"unsigned": "signature missing", "forged": "does not verify",
+    assert {"unsigned": "without the signature its registered key required", "forged": "does not verify",
             "altered figures": "differs from the submission"}[forgery] in result.err
 
 
@@ -428,3 +428,24 @@ def test_registration_is_refused_for_an_unknown_election_or_a_malformed_key(
     assert "public_key" in bad.err
     unknown = ledger.append({**board.registration(), "election": "nowhere"}, expect=2)
     assert "election" in unknown.err
+
+
+def test_the_third_party_check_in_the_docs_runs_on_a_real_ledger(
+    keyed: LedgerUnderTest, board: Reporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if keyed.backend != "sqlite":
+        pytest.skip("the documented snippet reads a SQLite copy of the log")
+    text = (Path(__file__).resolve().parents[1] / "docs" / "integrity.md").read_text()
+    (snippet,) = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+    keyed.append(board.sign(N1), board.sign(N2))
+
+    def check() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-c", snippet], cwd=keyed.directory,
+                              capture_output=True, text=True, timeout=60)
+
+    done = check()
+    assert (done.returncode, done.stdout.strip()) == (0, "ok: 2 signatures verify"), done.stderr
+    _rogue_append(monkeypatch, keyed, Reporter("board").sign(
+        protocol("s1", "07T22:00:00", {"a": 1}, by="board")))
+    done = check()
+    assert done.returncode != 0 and "does not verify" in done.stderr
