@@ -116,8 +116,25 @@ def canonical_submitted(text: bytes | str) -> bytes:
     if not isinstance(submitted, dict):
         raise SignatureRefused("a signed line must be a JSON object")
     submitted.pop("signature", None)
+    return canonical_json(submitted)
+
+
+_sorted_json = msgspec.json.Encoder(order="sorted")
+
+
+def canonical_json(value: Any) -> bytes:
+    """RFC 8785 canonical JSON of a decoded JSON value.
+
+    ``rfc8785`` is the reference and handles everything; for the common case (no float, every
+    integer within 2^53, no member name with a character from U+E000 up, where code-point
+    and UTF-16 order can differ) msgspec's sorted encoding yields the same bytes — it escapes
+    every character exactly as JCS does — at a twentieth of the cost. A property test holds
+    the two to equality.
+    """
+    if _plain(value):
+        return _sorted_json.encode(value)
     try:
-        return rfc8785.dumps(submitted)
+        return rfc8785.dumps(value)
     except rfc8785.IntegerDomainError:
         raise SignatureRefused(
             "a number cannot be represented exactly in canonical JSON (integers are limited "
@@ -125,6 +142,20 @@ def canonical_submitted(text: bytes | str) -> bytes:
         ) from None
     except rfc8785.CanonicalizationError as error:
         raise SignatureRefused(f"cannot be represented exactly in canonical JSON: {error}") from None
+
+
+def _plain(value: Any) -> bool:
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
+        return True
+    if kind is int:
+        return -SAFE_INTEGER <= value <= SAFE_INTEGER
+    if kind is dict:
+        return all(type(k) is str and (k.isascii() or max(k) < "\ue000") and _plain(v)
+                   for k, v in value.items())
+    if kind is list:
+        return all(_plain(v) for v in value)
+    return False  # floats: JCS writes them its own way (5.0 is 5)
 
 
 class Keyring:

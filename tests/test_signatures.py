@@ -23,6 +23,8 @@ import rfc8785
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import SHARED, LedgerUnderTest, definition, ev, protocol, station
 
@@ -449,3 +451,30 @@ def test_the_third_party_check_in_the_docs_runs_on_a_real_ledger(
         protocol("s1", "07T22:00:00", {"a": 1}, by="board")))
     done = check()
     assert done.returncode != 0 and "does not verify" in done.stderr
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.text() | st.integers(-(2**53) + 1, 2**53 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner,
+                                                                 max_size=5),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_json_values)
+def test_the_fast_canonical_form_equals_rfc8785(value: Any) -> None:
+    """The ledger canonicalises common lines without rfc8785 (for speed): it must produce
+    exactly rfc8785's bytes, for any JSON value (non-ASCII and astral member names included)."""
+    from ledger.signatures import canonical_json
+
+    assert canonical_json(value) == rfc8785.dumps(value)
+
+
+def test_the_fast_canonical_form_on_the_orders_that_differ() -> None:
+    from ledger.signatures import canonical_json
+
+    for value in ({"\uff01": 1, "😀": 2, "\ue000": 3, "a": 4}, {"x": [1, 2.5, {"é": 1e2}]},
+                  {"big": 2**53 - 1, "ctl": "\x00\x1f\x7f\u2028\"\\/"}):
+        assert canonical_json(value) == rfc8785.dumps(value)
