@@ -18,6 +18,7 @@ from ledger.events import (
     ElectionDefined,
     Event,
     ProtocolIssued,
+    ReporterRegistered,
     StationRegistered,
     content_digest,
     control_check_failures,
@@ -26,6 +27,13 @@ from ledger.events import (
     station_of,
 )
 from ledger.reader import Line, Problem
+from ledger.signatures import (
+    Keyring,
+    SignatureRefused,
+    authenticate,
+    reporters_named,
+    unsigned_refusal,
+)
 from ledger.store import (
     Entry,
     LedgerMapper,
@@ -33,6 +41,7 @@ from ledger.store import (
     StreamKey,
     WriteSession,
     decode_payload,
+    reporter_stream,
     stream_id,
     stream_key,
 )
@@ -87,6 +96,7 @@ class BatchState:
         self._definitions: dict[StreamKey, Event | None] = {}
         self._heads: dict[StreamKey, int] = {}
         self._recorded: dict[str, Recorded | None] = {}
+        self.keyring = Keyring()
 
     def forget(self) -> None:
         """Drop the caches. Safe once the batch's accepted lines are written (the session
@@ -94,9 +104,12 @@ class BatchState:
         self._definitions.clear()
         self._heads.clear()
         self._recorded.clear()
+        self.keyring.forget()
 
     def prefetch(self, candidates: Sequence[Candidate]) -> None:
         self._load_definitions({k for c in candidates for k in _referenced(c.event)})
+        self.load_keys({(c.event.election, reporter) for c in candidates
+                        for reporter in reporters_named(c.event, self.election(c.event.election))})
         keys = list({stream_key(c.event) for c in candidates} - self._heads.keys())
         heads = self.session.heads([stream_id(k) for k in keys])
         for key in keys:
@@ -115,6 +128,16 @@ class BatchState:
         for key in missing:
             state = found.get(stream_id(key))
             self._definitions[key] = decode_payload(state).event if state else None
+
+    def load_keys(self, pairs: Iterable[tuple[str, str]]) -> None:
+        """Read the stored registrations of these (election, reporter) pairs into the keyring."""
+        missing = [p for p in pairs if not self.keyring.known(*p)]
+        if not missing:
+            return
+        found = self.session.stream_payloads([stream_id(reporter_stream(*p)) for p in missing])
+        for election, reporter in missing:
+            states = found.get(stream_id(reporter_stream(election, reporter)), [])
+            self.keyring.load(election, reporter, [decode_payload(s).event for s in states])  # type: ignore[misc]
 
     def _definition(self, key: StreamKey) -> Event | None:
         if key not in self._definitions:
@@ -146,6 +169,9 @@ class BatchState:
             key = stream_key(event)
             if self._definitions.get(key) is None:
                 self._definitions[key] = event
+        if isinstance(event, ReporterRegistered):
+            self.load_keys([(event.election, event.reporter)])
+            self.keyring.add(event)
         self._recorded[event_id] = Recorded(
             digest=digest, type=type(event).__name__, election=event.election,
             station=station_of(event),
@@ -183,6 +209,14 @@ class Planner:
     def _decide(self, candidate: Candidate) -> NewEntry | None:
         line, event, digest = candidate.line, candidate.event, candidate.digest
         event_id = candidate.event_id
+        # Signatures first: a false claim of authorship is refused even on a repeated line.
+        election = self.state.election(event.election)
+        keyring = self.state.keyring
+        self.state.load_keys((event.election, r) for r in reporters_named(event, election))
+        try:
+            signed = authenticate(event, line.text, election, keyring)
+        except SignatureRefused as refused:
+            return self._reject(line, [Problem(line.number, "signature", str(refused))])
         known = self.state.recorded(event_id)
         if known is not None:
             if known.digest == digest:
@@ -191,10 +225,14 @@ class Planner:
             return self._reject(line, [Problem(
                 line.number, "event_id", f"{event_id!r} is already recorded with different content"
             )])
+        if (unsigned := unsigned_refusal(event, election, keyring)) is not None:
+            return self._reject(line, [Problem(line.number, "signature", unsigned)])
         complaints = check(event, self.state)
         if complaints:
             return self._reject(line, [Problem(line.number, f, why) for f, why in complaints])
-        if is_restatement(event, self.state):
+        if is_restatement(event, self.state) or (
+            isinstance(event, ReporterRegistered) and keyring.restates(event)
+        ):
             self.outcome.already_recorded += 1
             return None
         if event.event_id is None:
@@ -205,7 +243,7 @@ class Planner:
                 self.outcome.flagged.append(Problem(line.number, "control check", failure))
         key = stream_key(event)
         stored = self.mapper.to_stored_event(
-            Entry(stream_id(key), self.state.next_version(key), event, self.recorded_at)
+            Entry(stream_id(key), self.state.next_version(key), event, self.recorded_at, signed)
         )
         self.outcome.accepted += 1
         return NewEntry(

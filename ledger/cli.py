@@ -119,9 +119,18 @@ def build_parser() -> Parser:
     p.add_argument("proof", metavar="PROOF")
     p.add_argument("--checkpoint", metavar="FILE")
     p.add_argument("--public-key", metavar="FILE")
-    p = command("keygen", "make an Ed25519 key pair for signing checkpoints",
+    p = command("keygen", "make an Ed25519 key pair (for checkpoints and signed events); the "
+                "last line printed is the public key in base64, as ReporterRegistered carries it",
                 "ledger keygen cec  (writes cec.key and cec.pub)", commands.keygen)
     p.add_argument("prefix", metavar="PREFIX")
+    p = command("sign", "sign each JSON line as its acting reporter and print the signed lines",
+                "ledger sign --key cec.key night.jsonl > night.signed.jsonl", commands.sign)
+    p.add_argument("file", metavar="FILE", help="a JSON Lines file, or - for standard input")
+    p.add_argument("--key", metavar="FILE.key", required=True, help="the reporter's Ed25519 "
+                   "private key (from ledger keygen)")
+    p.add_argument("--as", dest="as_reporter", metavar="REPORTER", help="the signer: required "
+                   "for AppealDecided lines (signed by the election's authority); for other "
+                   "lines it must match the reporter the line names")
     p = command("export", "export the results as a NIST SP 1500-100 v2 ElectionReport (JSON)",
                 "ledger export --format nist-err --stage final > report.json", commands.export)
     p.add_argument("--election", metavar="ID")

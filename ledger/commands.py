@@ -207,7 +207,8 @@ def history(args: argparse.Namespace) -> int:
         events = service.history(moment, election=args.election, station=args.station)
     rows = [
         {k: e[k] for k in ("position", "recorded_at", "occurred_at", "type", "election",
-                           "station", "event_id")}
+                           "station", "event_id", "signed_by", "signing_key")}
+        | {"occurred_at_as_submitted": e["occurred_at_as_submitted"]}
         for e in events
     ]
     return _print({"events": events}, args.format, rows=rows)
@@ -384,7 +385,23 @@ def keygen(args: argparse.Namespace) -> int:
         raise BadInput(f"{prefix.with_suffix('.key')} exists; not overwriting a key")
     secret, public = generate_key_pair(prefix)
     print(f"wrote {secret} (keep it secret) and {public} (publish it)")
+    print(public_key_line(secret))
     return 0
+
+
+def public_key_line(secret: Path) -> str:
+    """The public key as ReporterRegistered carries it; alone on keygen's last line."""
+    from ledger.checkpoint import load_private_key
+    from ledger.signatures import raw_public_key_b64
+
+    return raw_public_key_b64(load_private_key(secret).public_key())
+
+
+def sign(args: argparse.Namespace) -> int:
+    from ledger.signing import sign_lines
+
+    with _input(args.file) as stream:
+        return sign_lines(stream, Path(args.key), getattr(args, "as_reporter", None))
 
 
 def demo(args: argparse.Namespace) -> int:

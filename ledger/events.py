@@ -1,4 +1,4 @@
-"""The seven facts an election ledger records, as msgspec schemas.
+"""The eight facts an election ledger records, as msgspec schemas.
 
 One tagged union on ``type`` means one decode both parses and validates a line: unknown
 fields and types are rejected, counts are bounded non-negative integers and every timestamp
@@ -24,6 +24,9 @@ Timestamp = Annotated[datetime, msgspec.Meta(tz=True)]
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH, pattern=r"^[^\x00-\x1f\x7f-\x9f]+$")]
 Text = Annotated[str, msgspec.Meta(max_length=10_000, pattern=r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$")]
 Sha256 = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
+# Standard base64 of a raw 32-byte Ed25519 public key and of a 64-byte Ed25519 signature.
+PublicKey = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$")]
+SignatureBytes = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9+/]{85}[AQgw]==$")]
 
 Method = Literal[
     "dhondt", "sainte_lague", "modified_sainte_lague", "hare", "droop", "hagenbach_bischoff",
@@ -31,10 +34,19 @@ Method = Literal[
 ]
 
 
+class Signature(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """A reporter's Ed25519 signature over the event as submitted (see ledger.signatures)."""
+
+    by: Id
+    ed25519: SignatureBytes
+
+
 class Event(msgspec.Struct, tag_field="type", forbid_unknown_fields=True, frozen=True, kw_only=True):
     election: Id
     occurred_at: Timestamp
     event_id: Id | None = None
+    # UNSET, not None: an unsigned event encodes (and hashes, and is stored) exactly as in v1.
+    signature: Signature | msgspec.UnsetType = msgspec.UNSET
 
 
 class Choice(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -58,6 +70,14 @@ class StationRegistered(Event, tag=True):
     region: Id
     registered_voters: Count | None  # null only where the source does not give it
     district: Id | None = None
+
+
+class ReporterRegistered(Event, tag=True):
+    """A reporter's public key; registering the same reporter again adds a key (rotation)."""
+
+    reporter: Id
+    name: Text
+    public_key: PublicKey
 
 
 class ProtocolIssued(Event, tag=True):
@@ -105,11 +125,11 @@ class AppealDecided(Event, tag=True):
 
 ElectionEvent = (
     ElectionDefined | StationRegistered | ProtocolIssued | ProtocolWithheld | ResultAnnounced
-    | AppealFiled | AppealDecided
+    | AppealFiled | AppealDecided | ReporterRegistered
 )
 EVENT_TYPES: tuple[type[Event], ...] = (
     ElectionDefined, StationRegistered, ProtocolIssued, ProtocolWithheld, ResultAnnounced,
-    AppealFiled, AppealDecided,
+    AppealFiled, AppealDecided, ReporterRegistered,
 )
 TYPE_NAMES = tuple(cls.__name__ for cls in EVENT_TYPES)
 
@@ -125,12 +145,15 @@ def normalised(event: Event) -> Event:
 
 
 def content_digest(event: Event) -> str:
-    """SHA-256 of the event's canonical JSON, leaving out its ``event_id``.
+    """SHA-256 of the event's canonical JSON, leaving out its ``event_id`` and ``signature``.
 
-    Two lines that state the same fact, whatever their key order, spacing or UTC offset,
-    have the same digest: that is what makes re-appending a file a no-op.
+    Two lines that state the same fact, whatever their key order, spacing, UTC offset or
+    signature, have the same digest: that is what makes re-appending a file (or the same
+    report signed again after a key rotation) a no-op.
     """
-    canonical = _encoder.encode(msgspec.structs.replace(normalised(event), event_id=None))
+    canonical = _encoder.encode(
+        msgspec.structs.replace(normalised(event), event_id=None, signature=msgspec.UNSET)
+    )
     return hashlib.sha256(canonical).hexdigest()
 
 

@@ -15,7 +15,8 @@ from typing import Any
 
 from ledger import merkle
 from ledger.checkpoint import Checkpoint
-from ledger.store import UNSTORED_LEVELS, Tree, entry_bytes, fold
+from ledger.signatures import SignatureAudit
+from ledger.store import UNSTORED_LEVELS, Tree, decode_payload, entry_bytes, fold
 
 PAGE = 10_000
 
@@ -81,6 +82,7 @@ def _events(recorder: Any) -> Iterator[Any]:
 def _verify_leaves(recorder: Any, tree: Tree) -> int:
     leaves = _stored_nodes(tree, 0)
     count = 0
+    signatures = SignatureAudit()
     for index, event in enumerate(_events(recorder)):
         stored = next(leaves, None)
         if stored is None:
@@ -95,6 +97,7 @@ def _verify_leaves(recorder: Any, tree: Tree) -> int:
                 f"position {event.id}: the stored event does not match leaf {index} of the "
                 "tree (it was edited, or an event before it deleted or moved)"
             )
+        _check_signatures(signatures, event)
         count += 1
     extra = next(leaves, None)
     if extra is not None:
@@ -103,6 +106,20 @@ def _verify_leaves(recorder: Any, tree: Tree) -> int:
             f"({count}): events after the last one were deleted"
         )
     return count
+
+
+def _check_signatures(signatures: SignatureAudit, stored: Any) -> None:
+    """Authorship, checked after the leaf: even a rebuilt tree cannot hide a forged signature."""
+    state = stored.state.encode() if isinstance(stored.state, str) else bytes(stored.state)
+    if not signatures.needs(state):
+        return
+    try:
+        payload = decode_payload(state)
+    except (ValueError, UnicodeDecodeError):  # msgspec's errors are ValueErrors
+        raise IntegrityFailure(f"position {stored.id}: the stored event cannot be read") from None
+    failure = signatures.check(stored.id, payload.event, payload.signed)
+    if failure is not None:
+        raise IntegrityFailure(failure)
 
 
 def _verify_interior(tree: Tree, size: int) -> None:

@@ -153,6 +153,19 @@ class PostgresWriteSession(WriteSession):
         )
         return {row["originator_id"]: row["head"] for row in self.cursor.fetchall()}
 
+    def stream_payloads(self, streams: Sequence[UUID]) -> dict[UUID, list[bytes]]:
+        self.cursor.execute(
+            SQL(
+                "SELECT originator_id, state FROM {0} WHERE originator_id = ANY(%s) "
+                "ORDER BY originator_id, originator_version"
+            ).format(self.events),
+            [list(streams)],
+        )
+        found: dict[UUID, list[bytes]] = {}
+        for row in self.cursor.fetchall():
+            found.setdefault(row["originator_id"], []).append(bytes(row["state"]))
+        return found
+
     def recorded(self, event_ids: Sequence[str]) -> dict[str, Recorded]:
         self.cursor.execute(
             SQL(

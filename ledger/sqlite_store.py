@@ -140,6 +140,16 @@ class SQLiteWriteSession(WriteSession):
         rows = self._select_in(sql, [s.hex for s in streams])
         return {UUID(row[0]): row[1] for row in rows}
 
+    def stream_payloads(self, streams: Sequence[UUID]) -> dict[UUID, list[bytes]]:
+        sql = (
+            f"SELECT originator_id, state FROM {self.recorder.events_table_name} "
+            "WHERE originator_id IN ({marks}) ORDER BY originator_id, originator_version"
+        )
+        found: dict[UUID, list[bytes]] = {}
+        for row in self._select_in(sql, [s.hex for s in streams]):
+            found.setdefault(UUID(row[0]), []).append(row[1])
+        return found
+
     def recorded(self, event_ids: Sequence[str]) -> dict[str, Recorded]:
         sql = (
             f"SELECT event_id, digest, type, election, station FROM {self.recorder.index_table} "

@@ -27,10 +27,12 @@ from ledger.events import (
     Event,
     ProtocolIssued,
     ProtocolWithheld,
+    ReporterRegistered,
     ResultAnnounced,
     StationRegistered,
 )
 from ledger.merkle import leaf_hash, new_nodes, node_hash
+from ledger.signatures import Signed
 from ledger.validation import Recorded
 
 _NAMESPACE = UUID("6f1d3c52-8a4e-4c1b-9d0e-5b7f2a9c4e11")
@@ -47,7 +49,14 @@ def stream_key(event: Event) -> StreamKey:
         return ("station", event.election, event.station)
     if isinstance(event, AppealFiled | AppealDecided):
         return ("appeal", event.election, event.appeal)
+    if isinstance(event, ReporterRegistered):
+        return reporter_stream(event.election, event.reporter)
     raise TypeError(f"no stream for {type(event).__name__}")  # pragma: no cover
+
+
+def reporter_stream(election: str, reporter: str) -> StreamKey:
+    """A reporter's registrations (its keys) within one election."""
+    return ("reporter", election, reporter)
 
 
 @lru_cache(maxsize=1 << 15)  # a chunk touches at most a few thousand streams
@@ -63,11 +72,15 @@ class Entry(msgspec.Struct, frozen=True):
     originator_version: int
     event: ElectionEvent
     recorded_at: datetime
+    signed: Signed | None = None
 
 
-class Payload(msgspec.Struct, frozen=True):
+class Payload(msgspec.Struct, frozen=True, omit_defaults=True):
     recorded_at: datetime
     event: ElectionEvent
+    # Only on signed events: the submitted form the signature covers. Being in the payload,
+    # it is in the Merkle leaf too: stripping it (or the signature) changes the root.
+    signed: Signed | None = None
 
 
 _payload_encoder = msgspec.json.Encoder()
@@ -75,8 +88,8 @@ _payload_decoder = msgspec.json.Decoder(Payload)
 _TOPICS = {cls: get_topic(cls) for cls in ElectionEvent.__args__}
 
 
-def encode_payload(event: Event, recorded_at: datetime) -> bytes:
-    return _payload_encoder.encode(Payload(recorded_at=recorded_at, event=event))
+def encode_payload(event: Event, recorded_at: datetime, signed: Signed | None = None) -> bytes:
+    return _payload_encoder.encode(Payload(recorded_at=recorded_at, event=event, signed=signed))
 
 
 def decode_payload(state: bytes) -> Payload:
@@ -92,7 +105,7 @@ class LedgerMapper(Mapper):
             originator_id=entry.originator_id,
             originator_version=entry.originator_version,
             topic=_TOPICS[type(entry.event)],
-            state=encode_payload(entry.event, entry.recorded_at),
+            state=encode_payload(entry.event, entry.recorded_at, entry.signed),
         )
 
     def to_domain_event(self, stored_event: StoredEvent) -> Any:
@@ -103,6 +116,7 @@ class LedgerMapper(Mapper):
             originator_version=stored_event.originator_version,
             event=payload.event,
             recorded_at=payload.recorded_at,
+            signed=payload.signed,
         )
 
 
@@ -173,6 +187,10 @@ class WriteSession(ABC):
     @abstractmethod
     def heads(self, streams: Sequence[UUID]) -> dict[UUID, int]:
         """The current version of each stream that exists."""
+
+    @abstractmethod
+    def stream_payloads(self, streams: Sequence[UUID]) -> dict[UUID, list[bytes]]:
+        """Every payload of each stream that exists, in version order."""
 
     @abstractmethod
     def recorded(self, event_ids: Sequence[str]) -> dict[str, Recorded]:

@@ -19,6 +19,7 @@ from ledger.events import (
     Event,
     ProtocolIssued,
     ProtocolWithheld,
+    ReporterRegistered,
     ResultAnnounced,
     StationRegistered,
 )
@@ -52,6 +53,8 @@ def check(event: Event, state: LedgerState) -> list[Complaint]:
         return [("election", f"unknown election {event.election!r}; define it first")]
     if isinstance(event, StationRegistered):
         return _check_registration(event, state)
+    if isinstance(event, ReporterRegistered):
+        return []  # its key's form is checked by the schema; a known key is a restatement
     if isinstance(event, ProtocolIssued | ProtocolWithheld):
         problems = _unknown_stations(event.election, [event.station], state, "station")
         if isinstance(event, ProtocolIssued):

@@ -7,6 +7,7 @@ fresh file and swaps it in, so readers never see a half-built model.
 
 from __future__ import annotations
 
+import base64
 import os
 import sqlite3
 import uuid
@@ -24,11 +25,13 @@ from ledger.events import (
     ElectionDefined,
     ProtocolIssued,
     ProtocolWithheld,
+    ReporterRegistered,
     ResultAnnounced,
     StationRegistered,
     control_check_failures,
     station_of,
 )
+from ledger.signatures import fingerprint
 from projections.schema import (
     TABLES,
     applied_position,
@@ -171,9 +174,11 @@ def _rows_of(position: int, entry: Any, rows: dict[str, list[tuple]], stamps: _S
     event = entry.event
     occurred, recorded = stamps[event.occurred_at], stamps[entry.recorded_at]
     kind = type(event).__name__
+    signed = entry.signed
     rows["events"].append(
         (position, event.event_id, event.election, kind, station_of(event), occurred, recorded,
-         _dump(event))
+         _dump(event), event.signature.by if signed else None, signed.key if signed else None,
+         bytes(signed.submitted).decode() if signed else None)
     )
     if isinstance(event, ElectionDefined):
         rows["elections"].append(
@@ -213,6 +218,11 @@ def _rows_of(position: int, entry: Any, rows: dict[str, list[tuple]], stamps: _S
         rows["appeals"].append(
             (position, event.event_id, event.election, event.appeal, event.filed_by,
              event.grounds, event.demand, _dump(event.stations), occurred, recorded)
+        )
+    elif isinstance(event, ReporterRegistered):
+        rows["reporters"].append(
+            (position, event.election, event.reporter, event.name, event.public_key,
+             fingerprint(base64.b64decode(event.public_key)), occurred, recorded)
         )
     elif isinstance(event, AppealDecided):
         rows["decisions"].append(

@@ -15,6 +15,34 @@ from projections.tally import (
     tally,
 )
 
+# Who signed the event behind a row of another table (NULL: unsigned).
+SIGNED_BY = "(SELECT signed_by FROM events s WHERE s.position = {table}.position) AS signed_by"
+
+
+def signers(db: Any, election: Election, moment: Moment) -> list[dict[str, Any]]:
+    """Per reporter: its registered keys, and how many of its visible protocols are signed."""
+    keys: dict[str, list[str]] = {}
+    names: dict[str, str] = {}
+    for reporter, name, key in db.execute(
+        "SELECT reporter, name, fingerprint FROM reporters "
+        f"WHERE election = :election AND {visible()} ORDER BY position",
+        _params(election, moment),
+    ):
+        keys.setdefault(reporter, []).append(key)
+        names[reporter] = name
+    counts = {reporter: (total, signed) for reporter, total, signed in db.execute(
+        "SELECT p.reported_by, COUNT(*), COUNT(e.signed_by) FROM protocols p "
+        "JOIN events e ON e.position = p.position "
+        f"WHERE p.election = :election AND {visible('p')} GROUP BY p.reported_by",
+        _params(election, moment),
+    )}
+    return [
+        {"reporter": reporter, "name": names.get(reporter), "keys": keys.get(reporter, []),
+         "protocols": counts.get(reporter, (0, 0))[0],
+         "signed_protocols": counts.get(reporter, (0, 0))[1]}
+        for reporter in sorted(keys.keys() | counts.keys())
+    ]
+
 
 def _params(election: Election, moment: Moment, station: str | None = None) -> dict[str, Any]:
     return {"election": election.id, **moment.bounds(), "station": station}
@@ -25,17 +53,26 @@ def history(
 ) -> list[dict[str, Any]]:
     """Every visible event in log order, optionally of one election or station."""
     rows = db.execute(
-        "SELECT position, recorded_at, occurred_at, type, election, station, event_id, payload "
-        f"FROM events WHERE {visible()} "
+        "SELECT position, recorded_at, occurred_at, type, election, station, event_id, payload, "
+        f"signed_by, signing_key, submitted FROM events WHERE {visible()} "
         "AND (:election IS NULL OR election = :election) "
         "AND (:station IS NULL OR station = :station) ORDER BY position",
         {**moment.bounds(), "election": election, "station": station},
     )
     return [
         {"position": r[0], "recorded_at": r[1], "occurred_at": r[2], "type": r[3],
-         "election": r[4], "station": r[5], "event_id": r[6], "event": json.loads(r[7])}
+         "election": r[4], "station": r[5], "event_id": r[6], "event": json.loads(r[7]),
+         **signer(r[8], r[9], r[10])}
         for r in rows
     ]
+
+
+def signer(by: str | None, key: str | None, submitted: str | None) -> dict[str, Any]:
+    """Who signed an event, with which key, and what exactly was submitted (which keeps
+    the original UTC offset the normalised event no longer shows)."""
+    form = json.loads(submitted) if submitted else None
+    return {"signed_by": by, "signing_key": key, "submitted": form,
+            "occurred_at_as_submitted": form.get("occurred_at") if form else None}
 
 
 def audit(
@@ -51,10 +88,12 @@ def audit(
 
             raise QueryError(f"--station: unknown station {station!r} in {chosen.id!r}")
         result["timeline"] = [
-            {k: e[k] for k in ("position", "occurred_at", "recorded_at", "type", "event_id")}
+            {k: e[k] for k in ("position", "occurred_at", "recorded_at", "type", "event_id",
+                               "signed_by", "signing_key")}
             | {"summary": _summary(e["event"])}
             for e in history(db, moment, election=chosen.id, station=station)
         ]
+    result["signers"] = signers(db, chosen, moment)
     result["conflicts"] = conflicts(db, chosen, moment, station)
     result["control_failures"] = control_failures(db, chosen, moment, station)
     result["withheld"] = withheld_protocols(db, chosen, moment, station)
@@ -120,14 +159,15 @@ def control_failures(
     db: Any, election: Election, moment: Moment, station: str | None = None
 ) -> list[dict[str, Any]]:
     rows = db.execute(
-        "SELECT station, reported_by, event_id, occurred_at, control_failures FROM protocols "
+        "SELECT station, reported_by, event_id, occurred_at, control_failures, "
+        f"{SIGNED_BY.format(table='protocols')} FROM protocols "
         f"WHERE election = :election AND {visible()} AND control_failures IS NOT NULL "
         "AND (:station IS NULL OR station = :station) ORDER BY position",
         _params(election, moment, station),
     )
     return [
         {"station": r[0], "reporter": r[1], "event_id": r[2], "occurred_at": r[3],
-         "failures": json.loads(r[4])}
+         "failures": json.loads(r[4]), "signed_by": r[5]}
         for r in rows
     ]
 
@@ -142,7 +182,8 @@ def withheld_protocols(
                (SELECT MIN(p.occurred_at) FROM protocols p
                 WHERE p.election = w.election AND p.station = w.station
                   AND p.reported_by = w.requested_by AND p.occurred_at >= w.occurred_at
-                  AND {visible('p')}) AS copy_received_at
+                  AND {visible('p')}) AS copy_received_at,
+               {SIGNED_BY.format(table='w')}
         FROM withheld w
         WHERE w.election = :election AND {visible('w')}
           AND (:station IS NULL OR w.station = :station)
@@ -152,7 +193,7 @@ def withheld_protocols(
     )
     return [
         {"station": r[0], "requested_by": r[1], "withheld_at": r[2], "reason": r[3],
-         "copy_received_at": r[4]}
+         "copy_received_at": r[4], "signed_by": r[5]}
         for r in rows
     ]
 
@@ -243,12 +284,18 @@ def discrepancies(db: Any, election: Election, moment: Moment) -> list[dict[str,
     return found
 
 
+def _signed_by(db: Any, position: int) -> str | None:
+    row = db.execute("SELECT signed_by FROM events WHERE position = ?", [position]).fetchone()
+    return row[0] if row else None
+
+
 def appeals_of(db: Any, election: Election, moment: Moment) -> list[dict[str, Any]]:
     params = _params(election, moment)
     decided = {row[0]: row for row in latest_decisions(db, params)}
     found = []
-    for appeal, filed_by, grounds, demand, stations, occurred in db.execute(
-        f"SELECT appeal, filed_by, grounds, demand, stations, occurred_at FROM appeals "
+    for appeal, filed_by, grounds, demand, stations, occurred, signed_by in db.execute(
+        f"SELECT appeal, filed_by, grounds, demand, stations, occurred_at, "
+        f"{SIGNED_BY.format(table='appeals')} FROM appeals "
         f"WHERE election = :election AND {visible()} ORDER BY position", params,
     ):
         decision = decided.get(appeal)
@@ -259,6 +306,8 @@ def appeals_of(db: Any, election: Election, moment: Moment) -> list[dict[str, An
             "decided_at": decision[4] if decision else None,
             "remedy": decision[2] if decision else None,
             "remedy_stations": json.loads(decision[3]) if decision and decision[3] else None,
+            "signed_by": signed_by,
+            "decision_signed_by": _signed_by(db, decision[5]) if decision else None,
         })
     return found
 
@@ -277,4 +326,6 @@ def _summary(event: dict[str, Any]) -> str:
         return f"withheld from {event['requested_by']}: {event.get('reason') or ''}".rstrip(": ")
     if kind == "StationRegistered":
         return f"region {event['region']}, {event['registered_voters']} registered voters"
+    if kind == "ReporterRegistered":
+        return f"key of {event['reporter']} ({event['name']}): {event['public_key']}"
     return kind

@@ -17,7 +17,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
-from projections.audit import appeals_of, conflicts, control_failures, discrepancies, withheld
+from projections.audit import (
+    appeals_of,
+    conflicts,
+    control_failures,
+    discrepancies,
+    signers,
+    withheld,
+)
 from projections.moment import Moment, visible
 from projections.schema import applied_position
 from projections.tally import COUNTED, Election, seats, tally
@@ -368,7 +375,7 @@ def _disputes(ctx: Context) -> str:
     return (
         '<section id="disputes"><h2>Disputes and discrepancies</h2>'
         + _discrepancies(ctx) + _conflicts(ctx) + _appeals(ctx) + _control_failures(ctx)
-        + "</section>"
+        + _signed_protocols(ctx) + "</section>"
     )
 
 
@@ -432,6 +439,16 @@ def _control_failures(ctx: Context) -> str:
              "; ".join(map(str, f["failures"]))] for f in found[:ROW_LIMIT]]
     return head + _table(["Station", "Reported by", "Issued", "Failed checks"], rows,
                          table_id="control-failures") + _cut(len(found))
+
+
+def _signed_protocols(ctx: Context) -> str:
+    found = signers(ctx.db, ctx.election, ctx.moment)
+    head = ("<h3>Signed protocols</h3><p>Per reporter, how many of its protocols carry its "
+            "Ed25519 signature (checked when appended, and again by <code>ledger verify</code>), "
+            "and the fingerprints of its registered keys.</p>")
+    rows = [[s["reporter"], s["protocols"], s["signed_protocols"], ", ".join(s["keys"]) or None]
+            for s in found]
+    return head + _table(["Reporter", "Protocols", "Signed", "Keys"], rows, table_id="signers")
 
 
 def _footer(ctx: Context) -> str:

@@ -23,9 +23,17 @@ TABLES: dict[str, dict] = {
     ),
     "events": dict(
         columns={"position": int, "event_id": str, "election": str, "type": str,
-                 "station": str, "occurred_at": str, "recorded_at": str, "payload": str},
+                 "station": str, "occurred_at": str, "recorded_at": str, "payload": str,
+                 # Signed events: the signer, its key's fingerprint, the object as submitted.
+                 "signed_by": str, "signing_key": str, "submitted": str},
         pk="position",
         indexes=[["election", "station", "position"]],
+    ),
+    "reporters": dict(
+        columns={"position": int, "election": str, "reporter": str, "name": str,
+                 "public_key": str, "fingerprint": str, "occurred_at": str, "recorded_at": str},
+        pk="position",
+        indexes=[["election", "reporter"]],
     ),
     "elections": dict(
         columns={"election": str, "name": str, "seats": int, "method": str,
@@ -87,7 +95,7 @@ TABLES: dict[str, dict] = {
 
 
 # Bumped whenever a table changes shape: read models of another version are rebuilt.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def open_read_models(path: Path | str, *, indexes: bool = True) -> sqlite_utils.Database:

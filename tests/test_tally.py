@@ -116,7 +116,7 @@ def test_a_station_timeline(night: tuple[LedgerUnderTest, str]) -> None:
         "StationRegistered", "ProtocolWithheld", "ProtocolIssued", "ProtocolIssued"]
     assert audit["withheld"] == [{
         "station": "s1", "requested_by": "watch", "withheld_at": "2030-04-07T19:40:00.000000Z",
-        "reason": "come back tomorrow", "copy_received_at": None}]
+        "reason": "come back tomorrow", "copy_received_at": None, "signed_by": None}]
     assert [a["appeal"] for a in audit["appeals"]] == ["x"]
 
 
