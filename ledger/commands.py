@@ -488,10 +488,37 @@ def export(args: argparse.Namespace) -> int:
 def import_dataset(args: argparse.Namespace) -> int:
     from ledger.openelections import read_openelections
 
+    if args.dataset_format == "csv":
+        return import_csv(args)
+    if args.map:
+        raise BadInput("--map goes with import csv")
     path = _readable(args.file)
     return _append_lines(args, lambda: progress.lines(
         read_openelections(path, occurred_at=args.occurred_at, authority=args.authority),
         total_bytes=path.stat().st_size, what="import"))
+
+
+def import_csv(args: argparse.Namespace) -> int:
+    from ledger import station_table as table
+
+    if not args.map:
+        raise BadInput("import csv needs --map MAP.toml (see docs/real-data.md)")
+    path, table_map = _readable(args.file), table.load_map(_readable(args.map))
+    with open_ledger(locate(args.db)) as before:
+        stored = table.StoredDefinitions(before)
+        election = stored.election(table_map.election)
+        if election is None:
+            raise BadInput(f"{args.map}: election: unknown election {table_map.election!r}; "
+                           "define it first (ledger append)")
+        if undefined := table.undefined_in(table_map, election):
+            for problem in undefined:
+                print(problem, file=sys.stderr)
+            print("nothing was appended: fix the map and try again", file=sys.stderr)
+            return 2
+        return _append_lines(args, lambda: progress.lines(
+            table.read_station_table(path, table_map, known_station=lambda station: (
+                stored.knows_station(table_map.election, station))),
+            total_bytes=path.stat().st_size, what="import"))
 
 
 def report(args: argparse.Namespace) -> int:
