@@ -20,13 +20,13 @@ import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import msgspec
 
 from ledger.errors import BadInput
 from ledger.events import MAX_COUNT, ElectionDefined, Timestamp
-from ledger.reader import Line, Problem, parse_line
+from ledger.reader import MAX_LINE_BYTES, Line, Problem, parse_line
 
 Columns = tuple[str, ...]  # one column, or several to add up (or join, for the station)
 
@@ -171,17 +171,37 @@ def read_station_table(
     only stations it did not know are registered (with the row's registered voters)."""
     # utf-8-sig reads files with and without a byte-order mark alike.
     encoding = "utf-8-sig" if codecs.lookup(table_map.encoding).name == "utf-8" else table_map.encoding
-    with path.open("r", encoding=encoding, newline="") as handle:
-        rows = csv.reader(handle, delimiter=table_map.delimiter, strict=True)
+    with path.open("rb") as handle:
+        text = _decoded_lines(handle, encoding)
+        rows = csv.reader(text, delimiter=table_map.delimiter, strict=True)
         try:
             yield from _Rows(table_map, known_station).run(rows)
-        except UnicodeDecodeError as error:
-            number = rows.line_num + 1
-            yield Line(number, b"", None, Problem(
-                number, None, f"not valid {table_map.encoding} (byte value {error.object[error.start]:#04x})"
-            ))
+        except _Unreadable as error:
+            yield Line(error.number, b"", None, Problem(error.number, None, error.reason))
         except csv.Error as error:
             yield Line(rows.line_num, b"", None, Problem(rows.line_num, None, f"unreadable CSV: {error}"))
+
+
+class _Unreadable(Exception):
+    def __init__(self, number: int, reason: str) -> None:
+        super().__init__(reason)
+        self.number, self.reason = number, reason
+
+
+def _decoded_lines(handle: IO[bytes], encoding: str) -> Iterator[str]:
+    """The file's lines as text, decoded one line at a time so that an undecodable byte is
+    reported on its own line (a text wrapper decodes whole blocks ahead of the reader)."""
+    decoder = codecs.getincrementaldecoder(encoding)()
+    number = 0
+    while raw := handle.readline(MAX_LINE_BYTES + 1):
+        number += 1
+        if len(raw) > MAX_LINE_BYTES:
+            raise _Unreadable(number, f"longer than {MAX_LINE_BYTES} bytes")
+        try:
+            yield decoder.decode(raw)
+        except UnicodeDecodeError as error:
+            raise _Unreadable(number, f"not valid {encoding.removesuffix('-sig')} "
+                                      f"(byte {error.start + 1} of the line)") from None
 
 
 class _Rows:
