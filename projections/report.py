@@ -672,6 +672,8 @@ def _field(ctx: Context, field: str) -> str:
     if field.startswith("votes."):
         choice = field.removeprefix("votes.")
         return f"votes for {ctx.election.names.get(choice, choice)}"
+    if field.startswith("lines."):
+        return f"protocol line {field.removeprefix('lines.')}"
     return field.replace("_", " ")
 
 

@@ -128,6 +128,8 @@ def test_relation_failures_survive_replay(ledger: LedgerUnderTest) -> None:
     assert ledger.run("replay").code == 0
     assert ledger.query("audit")["control_failures"] == before
     assert before[0]["failures"] == ["invalid = blank + spoiled: 3 ≠ 1 + 1"]
+    assert ledger.run("report", "--out", str(ledger.directory / "night.html")).code == 0
+    assert "invalid = blank + spoiled: 3 ≠ 1 + 1" in (ledger.directory / "night.html").read_text()
 
 
 def test_unknown_line_is_refused(ledger: LedgerUnderTest) -> None:
@@ -157,6 +159,11 @@ def test_conflicts_compare_lines(ledger: LedgerUnderTest) -> None:
         ("lines.blank", 5, 7), ("lines.spoiled", 6, 4)]
     timeline = ledger.query("audit", "--station", "n1")["timeline"]
     assert '"blank": 7' in timeline[-1]["summary"]
+    # The report's conflicts table lists them too.
+    result = ledger.run("report", "--out", str(ledger.directory / "night.html"))
+    assert result.code == 0, result.err
+    html = (ledger.directory / "night.html").read_text()
+    assert "protocol line blank" in html and "protocol line spoiled" in html
 
 
 def test_v1_events_keep_their_derived_ids() -> None:
