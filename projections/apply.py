@@ -72,17 +72,16 @@ def catch_up(db: Any, log: Log) -> int:
         return 0
     applied = 0
     with writing(db) as connection:
-        elections = _Elections(connection)
         # Re-read inside the lock: another process may have caught up meanwhile.
         start = applied_position(db)
         page: list[Logged] = []
         for logged in log.entries(after=start):
             page.append(logged)
             if len(page) == PAGE:
-                applied += _apply_page(connection, page, elections)
+                applied += _apply_page(connection, page)
                 page = []
         if page:
-            applied += _apply_page(connection, page, elections)
+            applied += _apply_page(connection, page)
     return applied
 
 
@@ -145,7 +144,7 @@ def _swap(fresh: Path, path: Path) -> None:
 
 class _Elections(dict[str, ElectionDefined | None]):
     """Election definitions, for checking protocols against their control relations:
-    from this catch-up's own entries, else from the events already applied."""
+    from this page's own entries, else from the events already applied."""
 
     def __init__(self, connection: Any) -> None:
         super().__init__()
@@ -160,9 +159,10 @@ class _Elections(dict[str, ElectionDefined | None]):
         return found  # type: ignore[return-value]
 
 
-def _apply_page(connection: Any, page: list[Logged], elections: _Elections) -> int:
+def _apply_page(connection: Any, page: list[Logged]) -> int:
     rows: dict[str, list[tuple]] = defaultdict(list)
     stamps = _Stamps()
+    elections = _Elections(connection)  # per page: earlier pages' rows are already visible
     for logged in page:
         _rows_of(logged.position, logged.entry, rows, stamps, elections)
     for table, values in rows.items():
