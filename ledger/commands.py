@@ -500,13 +500,14 @@ def import_dataset(args: argparse.Namespace) -> int:
 
 def import_csv(args: argparse.Namespace) -> int:
     from ledger import station_table as table
+    from projections.schema import connect
 
     if not args.map:
         raise BadInput("import csv needs --map MAP.toml (see docs/real-data.md)")
     path, table_map = _readable(args.file), table.load_map(_readable(args.map))
-    with open_ledger(locate(args.db)) as before:
-        stored = table.StoredDefinitions(before)
-        election = stored.election(table_map.election)
+    location = locate(args.db)
+    with open_ledger(location) as before:
+        election = table.stored_election(before, table_map.election)
         if election is None:
             raise BadInput(f"{args.map}: election: unknown election {table_map.election!r}; "
                            "define it first (ledger append)")
@@ -515,10 +516,17 @@ def import_csv(args: argparse.Namespace) -> int:
                 print(problem, file=sys.stderr)
             print("nothing was appended: fix the map and try again", file=sys.stderr)
             return 2
-        return _append_lines(args, lambda: progress.lines(
-            table.read_station_table(path, table_map, known_station=lambda station: (
-                stored.knows_station(table_map.election, station))),
-            total_bytes=path.stat().st_size, what="import"))
+        # The stations known before the import, read at once and outside the import's write
+        # transaction (a lookup per row would hold that transaction idle). Should another
+        # writer register one meanwhile, the import's registration of it is a no-op or,
+        # if it differs, refused: never a silent double.
+        _refresh_read_models(location, before)
+    with closing(connect(location.read_models_path())) as db:
+        known = {row[0] for row in db.execute(
+            "SELECT station FROM stations WHERE election = ?", [table_map.election])}
+    return _append_lines(args, lambda: progress.lines(
+        table.read_station_table(path, table_map, known_station=known.__contains__),
+        total_bytes=path.stat().st_size, what="import"))
 
 
 def report(args: argparse.Namespace) -> int:

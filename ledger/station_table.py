@@ -301,24 +301,10 @@ def _show(cell: str) -> str:
     return shown if len(shown) <= 60 else shown[:57] + "..."
 
 
-class StoredDefinitions:
-    """What the ledger held before the import: the election, and whether a station is known.
+def stored_election(ledger: Any, election: str) -> ElectionDefined | None:
+    """The election as the ledger holds it: the first event of its stream is its definition."""
+    from ledger.store import decode_payload, stream_id
 
-    Read with the event store's own per-stream query (the first event of a stream is its
-    definition), outside the import's write transaction."""
-
-    def __init__(self, ledger: Any) -> None:
-        self.recorder = ledger.recorder
-
-    def _first(self, key: tuple[str, ...]) -> Any:
-        from ledger.store import decode_payload, stream_id
-
-        stored = self.recorder.select_events(stream_id(key), limit=1)
-        return decode_payload(stored[0].state).event if stored else None
-
-    def election(self, election: str) -> ElectionDefined | None:
-        found = self._first(("election", election))
-        return found if isinstance(found, ElectionDefined) else None
-
-    def knows_station(self, election: str, station: str) -> bool:
-        return self._first(("station", election, station)) is not None
+    stored = ledger.recorder.select_events(stream_id(("election", election)), limit=1)
+    found = decode_payload(stored[0].state).event if stored else None
+    return found if isinstance(found, ElectionDefined) else None
