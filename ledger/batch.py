@@ -21,12 +21,12 @@ from ledger.events import (
     ReporterRegistered,
     StationRegistered,
     content_digest,
-    control_check_failures,
     identity,
     normalised,
     station_of,
 )
 from ledger.reader import Line, Problem
+from ledger.relations import protocol_failures
 from ledger.signatures import (
     Keyring,
     SignatureRefused,
@@ -239,7 +239,7 @@ class Planner:
             event = msgspec.structs.replace(event, event_id=event_id)
         self.state.accept(event, event_id, digest)
         if isinstance(event, ProtocolIssued):
-            for failure in control_check_failures(event):
+            for failure in protocol_failures(event, self.state.election(event.election)):
                 self.outcome.flagged.append(Problem(line.number, "control check", failure))
         key = stream_key(event)
         stored = self.mapper.to_stored_event(

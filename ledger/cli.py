@@ -138,11 +138,15 @@ def build_parser() -> Parser:
     p.add_argument("--known-at", metavar="TIME")
     p.add_argument("--stage", choices=("preliminary", "final"), default="preliminary")
     p.add_argument("--format", choices=("nist-err",), required=True)
-    p = command("import", "import a dataset in another format (atomic, like append)",
-                "ledger import openelections 20201103__mt__general__precinct.csv",
+    p = command("import", "import a dataset in another format (atomic, like append): an "
+                "OpenElections precinct CSV, or any station-level CSV table through a TOML map",
+                "ledger import openelections 20201103__mt__general__precinct.csv   or   "
+                "ledger import csv duma2016.csv --map docs/maps/ru-duma-2016.toml",
                 commands.import_dataset)
-    p.add_argument("dataset_format", metavar="FORMAT", choices=("openelections",))
+    p.add_argument("dataset_format", metavar="FORMAT", choices=("openelections", "csv"))
     p.add_argument("file", metavar="FILE")
+    p.add_argument("--map", metavar="MAP.toml", help="for csv: which column holds which "
+                   "protocol figure (docs/real-data.md)")
     p.add_argument("--occurred-at", metavar="TIME", help="when the results were issued "
                    "(default: from the file name's date)")
     p.add_argument("--authority", default="openelections", metavar="ID")

@@ -25,7 +25,7 @@ from ledger.config import Location, locate
 from ledger.errors import BadInput
 from ledger.reader import Line, read_lines
 from ledger.render import as_json, csv_text, table
-from ledger.service import LedgerService, Receipt, Refused, when
+from ledger.service import LedgerService, MapRefused, Receipt, Refused, when
 
 MAX_PROBLEMS_SHOWN = 50
 
@@ -117,10 +117,32 @@ def append(args: argparse.Namespace) -> int:
 def import_dataset(args: argparse.Namespace) -> int:
     from ledger.openelections import read_openelections
 
+    if args.dataset_format == "csv":
+        return import_csv(args)
+    if args.map:
+        raise BadInput("--map goes with import csv")
     path = _readable(args.file)
     return _append_lines(args, progress.lines(
         read_openelections(path, occurred_at=args.occurred_at, authority=args.authority),
         total_bytes=path.stat().st_size, what="import"))
+
+
+def import_csv(args: argparse.Namespace) -> int:
+    from ledger.station_table import load_map
+
+    if not args.map:
+        raise BadInput("import csv needs --map MAP.toml (see docs/real-data.md)")
+    path, table_map = _readable(args.file), load_map(_readable(args.map))
+    with _service(args) as service:
+        try:
+            lines = service.station_table(path, table_map)
+        except MapRefused as refused:
+            for problem in refused.problems:
+                print(problem, file=sys.stderr)
+            print("nothing was appended: fix the map and try again", file=sys.stderr)
+            return 2
+    return _append_lines(args, progress.lines(lines, total_bytes=path.stat().st_size,
+                                              what="import"))
 
 
 def _append_lines(args: argparse.Namespace, lines: Iterable[Line]) -> int:

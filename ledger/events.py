@@ -30,7 +30,7 @@ SignatureBytes = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9+/]{85}[AQgw]=
 
 Method = Literal[
     "dhondt", "sainte_lague", "modified_sainte_lague", "hare", "droop", "hagenbach_bischoff",
-    "plurality",
+    "plurality", "hare_to_largest_parties",
 ]
 
 
@@ -55,6 +55,11 @@ class Choice(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     party: Id | None = None
 
 
+class ProtocolLine(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    id: Id
+    name: Text
+
+
 class ElectionDefined(Event, tag=True):
     name: Text
     seats: Seats
@@ -63,6 +68,10 @@ class ElectionDefined(Event, tag=True):
     choices: Annotated[list[Choice], msgspec.Meta(min_length=1, max_length=10_000)]
     threshold_pct: Percent = 0.0
     threshold_base: Literal["valid", "cast"] = "valid"
+    # Whole protocols (v2): the protocol's further lines and the law's control relations
+    # between them (grammar in ledger/relations.py).
+    protocol_lines: Annotated[list[ProtocolLine], msgspec.Meta(max_length=1_000)] | None = None
+    control_relations: Annotated[list[Text], msgspec.Meta(max_length=1_000)] | None = None
 
 
 class StationRegistered(Event, tag=True):
@@ -91,6 +100,7 @@ class ProtocolIssued(Event, tag=True):
     protocol_no: Id | None = None
     document_sha256: Sha256 | None = None
     supersedes: Id | None = None
+    lines: dict[Id, Count] | None = None  # protocol line id -> count (v2)
 
 
 class ProtocolWithheld(Event, tag=True):
@@ -151,10 +161,21 @@ def content_digest(event: Event) -> str:
     signature, have the same digest: that is what makes re-appending a file (or the same
     report signed again after a key rotation) a no-op.
     """
-    canonical = _encoder.encode(
-        msgspec.structs.replace(normalised(event), event_id=None, signature=msgspec.UNSET)
-    )
+    event = msgspec.structs.replace(normalised(event), event_id=None, signature=msgspec.UNSET)
+    if any(getattr(event, name, ...) is None for name in LATER_FIELDS):
+        # A v1 event must keep its v1 digest (and so its derived event_id): fields added
+        # later are left out of the canonical form while they are absent.
+        content = msgspec.to_builtins(event)
+        canonical = _encoder.encode(
+            {k: v for k, v in content.items() if not (k in LATER_FIELDS and v is None)}
+        )
+    else:
+        canonical = _encoder.encode(event)
     return hashlib.sha256(canonical).hexdigest()
+
+
+# Optional fields added after v1, left out of the canonical form while absent.
+LATER_FIELDS = frozenset({"protocol_lines", "control_relations", "lines"})
 
 
 def identity(event: Event, digest: str | None = None) -> str:

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from ledger.batch import Outcome
     from ledger.checkpoint import Checkpoint
     from ledger.integrity import Verified
+    from ledger.station_table import TableMap
     from projections.tally import Election
 
 
@@ -44,6 +45,14 @@ class Refused(BadInput):
     @property
     def problems(self) -> list[Problem]:
         return self.outcome.problems
+
+
+class MapRefused(BadInput):
+    """A station table's map names choices or lines its election does not define."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__(f"{len(problems)} problem(s) in the map; nothing was appended")
+        self.problems = problems
 
 
 @dataclass(frozen=True)
@@ -151,6 +160,25 @@ class LedgerService:
             outcome=outcome,
             read_models_updated=caught_up,
         )
+
+    def station_table(self, path: Path, table_map: TableMap) -> Iterator[Line]:
+        """The lines of a station-level table, once its map is checked against the
+        election it reports on. Stations the ledger already knows are not registered again:
+        they are read at once here, outside the import's write transaction (a lookup per row
+        would hold that transaction idle); should another writer register one meanwhile, the
+        import's registration of it is a no-op or, if it differs, refused."""
+        from ledger.station_table import read_station_table, stored_election, undefined_in
+
+        election = stored_election(self.ledger(), table_map.election)
+        if election is None:
+            raise BadInput(f"election: unknown election {table_map.election!r}; "
+                           "define it first (ledger append)")
+        if undefined := undefined_in(table_map, election):
+            raise MapRefused(undefined)
+        with self.read_models() as db:
+            known = {row[0] for row in db.execute(
+                "SELECT station FROM stations WHERE election = ?", [table_map.election])}
+        return read_station_table(path, table_map, known_station=known.__contains__)
 
     def replay(self, log: Callable[[Any], Any] = lambda log: log) -> int:
         """Rebuild every read model from position 0; ``log`` may wrap the log (progress)."""

@@ -23,6 +23,7 @@ from ledger.events import (
     ResultAnnounced,
     StationRegistered,
 )
+from ledger.relations import check_protocol_rules
 
 
 class Recorded(msgspec.Struct, frozen=True):
@@ -59,6 +60,7 @@ def check(event: Event, state: LedgerState) -> list[Complaint]:
         problems = _unknown_stations(event.election, [event.station], state, "station")
         if isinstance(event, ProtocolIssued):
             problems += _unknown_choices(election, event.votes, "votes")
+            problems += _unknown_lines(election, event.lines or {})
             problems += _check_supersedes(event, state)
         return problems
     if isinstance(event, ResultAnnounced):
@@ -101,12 +103,22 @@ def _check_definition(event: ElectionDefined, state: LedgerState) -> list[Compla
     for index, choice_id in enumerate(ids):
         if choice_id in ids[:index]:
             problems.append((f"choices[{index}].id", f"choice {choice_id!r} is listed twice"))
+    problems += check_protocol_rules(event)
     known = state.election(event.election)
     if known is not None and _differs(known, event):
         problems.append(
             ("election", f"election {event.election!r} is already defined with different rules")
         )
     return problems
+
+
+def _unknown_lines(election: ElectionDefined, lines: dict[str, int]) -> list[Complaint]:
+    defined = {line.id for line in election.protocol_lines or ()}
+    return [
+        (f"lines.{line}", f"unknown protocol line {line!r} in election {election.election!r}")
+        for line in lines
+        if line not in defined
+    ]
 
 
 def _check_registration(event: StationRegistered, state: LedgerState) -> list[Complaint]:

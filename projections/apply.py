@@ -28,9 +28,10 @@ from ledger.events import (
     ReporterRegistered,
     ResultAnnounced,
     StationRegistered,
-    control_check_failures,
+    decoder,
     station_of,
 )
+from ledger.relations import protocol_failures
 from ledger.signatures import fingerprint
 from projections.schema import (
     TABLES,
@@ -144,11 +145,29 @@ def _swap(fresh: Path, path: Path) -> None:
         old.close()
 
 
+class _Elections(dict[str, ElectionDefined | None]):
+    """Election definitions, for checking protocols against their control relations:
+    from this page's own entries, else from the events already applied."""
+
+    def __init__(self, connection: Any) -> None:
+        super().__init__()
+        self.connection = connection
+
+    def __missing__(self, election: str) -> ElectionDefined | None:
+        row = self.connection.execute(
+            "SELECT payload FROM events WHERE election = ? AND station IS NULL "
+            "AND type = 'ElectionDefined' ORDER BY position LIMIT 1", (election,)
+        ).fetchone()
+        self[election] = found = decoder.decode(row[0]) if row else None
+        return found  # type: ignore[return-value]
+
+
 def _apply_page(connection: Any, page: list[Logged]) -> int:
     rows: dict[str, list[tuple]] = defaultdict(list)
     stamps = _Stamps()
+    elections = _Elections(connection)  # per page: earlier pages' rows are already visible
     for logged in page:
-        _rows_of(logged.position, logged.entry, rows, stamps)
+        _rows_of(logged.position, logged.entry, rows, stamps, elections)
     for table, values in rows.items():
         columns = list(TABLES[table]["columns"])
         marks = ",".join("?" * len(columns))
@@ -170,7 +189,8 @@ def _dump(value: Any) -> str | None:
     return None if value is None else _json.encode(value).decode()
 
 
-def _rows_of(position: int, entry: Any, rows: dict[str, list[tuple]], stamps: _Stamps) -> None:
+def _rows_of(position: int, entry: Any, rows: dict[str, list[tuple]], stamps: _Stamps,
+             elections: _Elections) -> None:
     event = entry.event
     occurred, recorded = stamps[event.occurred_at], stamps[entry.recorded_at]
     kind = type(event).__name__
@@ -181,6 +201,7 @@ def _rows_of(position: int, entry: Any, rows: dict[str, list[tuple]], stamps: _S
          bytes(signed.submitted).decode() if signed else None)
     )
     if isinstance(event, ElectionDefined):
+        elections.setdefault(event.election, event)
         rows["elections"].append(
             (event.election, event.name, event.seats, event.method, event.threshold_pct,
              event.threshold_base, event.authority, occurred, recorded, position)
@@ -195,13 +216,13 @@ def _rows_of(position: int, entry: Any, rows: dict[str, list[tuple]], stamps: _S
              event.registered_voters, occurred, recorded, position)
         )
     elif isinstance(event, ProtocolIssued):
-        failures = control_check_failures(event)
+        failures = protocol_failures(event, elections[event.election])
         rows["protocols"].append(
             (position, event.event_id, event.election, event.station, event.reported_by,
              occurred, recorded, event.registered_voters, event.ballots_issued,
              event.ballots_cast, event.invalid, sum(event.votes.values()), event.protocol_no,
              event.document_sha256, event.supersedes, _dump(failures or None),
-             _dump(event.votes))
+             _dump(event.votes), _dump(event.lines))
         )
     elif isinstance(event, ProtocolWithheld):
         rows["withheld"].append(

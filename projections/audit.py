@@ -134,6 +134,10 @@ def _differences(official: dict[str, Any], copy: dict[str, Any]) -> list[tuple[s
     choices = list(dict.fromkeys([*official["votes"], *copy["votes"]]))
     out += [(f"votes.{c}", official["votes"].get(c), copy["votes"].get(c)) for c in choices
             if official["votes"].get(c) != copy["votes"].get(c)]
+    # Protocol lines: compared where both give the line (one reporter may copy fewer lines).
+    official_lines, copy_lines = official["lines"] or {}, copy["lines"] or {}
+    out += [(f"lines.{line}", official_lines[line], copy_lines[line]) for line in official_lines
+            if line in copy_lines and official_lines[line] != copy_lines[line]]
     return out
 
 
@@ -151,6 +155,7 @@ def _effective_protocols(
     by_station: dict[str, dict[str, dict[str, Any]]] = {}
     for row in rows:
         row["votes"] = json.loads(row["votes"])
+        row["lines"] = json.loads(row["lines"]) if row["lines"] else None
         by_station.setdefault(row["station"], {})[row["reported_by"]] = row
     return by_station
 
@@ -321,6 +326,8 @@ def _summary(event: dict[str, Any]) -> str:
     if kind == "ProtocolIssued":
         text = (f"{event['reported_by']}: cast {event['ballots_cast']}, invalid "
                 f"{event['invalid']}, votes {json.dumps(event['votes'])}")
+        if event.get("lines"):
+            text += f", lines {json.dumps(event['lines'])}"
         return text + (f", supersedes {event['supersedes']}" if event.get("supersedes") else "")
     if kind == "ProtocolWithheld":
         return f"withheld from {event['requested_by']}: {event.get('reason') or ''}".rstrip(": ")

@@ -36,6 +36,7 @@ METHODS = {
     "dhondt": "D'Hondt", "sainte_lague": "Sainte-Laguë", "modified_sainte_lague": "modified Sainte-Laguë",
     "hare": "Hare largest remainder", "droop": "Droop largest remainder",
     "hagenbach_bischoff": "Hagenbach-Bischoff", "plurality": "plurality",
+    "hare_to_largest_parties": "Hare quota, leftover seats to the largest parties",
 }
 # Okabe-Ito, reordered so the first parties get the most distinct hues; colour-blind safe.
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#8C6D1F", "#555555"]
@@ -539,7 +540,7 @@ def _forensics_chart(ctx: Context, points: list[tuple[float, dict[str, float]]],
     turnout = [t for t, _ in points]
     # Thousands of dots become a picture in the SVG, keeping the file small; a few stay vectors.
     dense = len(points) > 300
-    size, alpha = (5, max(0.12, min(0.6, 250 / len(points)))) if dense else (22, 0.75)
+    size, alpha = _dot_style(len(points))
     for ax, choice in zip(axes[0], parties, strict=True):
         share = [s.get(choice, 0.0) for _, s in points]
         ax.scatter(turnout, share, s=size, alpha=alpha, color=ctx.colors[choice], linewidths=0,
@@ -555,6 +556,17 @@ def _forensics_chart(ctx: Context, points: list[tuple[float, dict[str, float]]],
     axes[0][0].set_ylabel("party's share of valid votes (%)")
     fig.tight_layout()
     return _svg(fig, "forensics")
+
+
+def _dot_style(points: int) -> tuple[float, float]:
+    """Dot size and opacity for a scatter of ``points`` stations: at a national scale
+    (Russia's 96,871 stations) dots must be small and faint, or the dense core is one solid
+    blob and the structure inside it (a comet tail, peaks at round percentages) is lost."""
+    if points <= 300:
+        return 22, 0.75
+    if points <= 20_000:
+        return 5, max(0.12, min(0.6, 250 / points))
+    return 1.5, max(0.03, min(0.12, 4_000 / points))
 
 
 def _withheld_chart(ctx: Context, comparison: list[dict[str, Any]]) -> str:
@@ -677,6 +689,8 @@ def _field(ctx: Context, field: str) -> str:
     if field.startswith("votes."):
         choice = field.removeprefix("votes.")
         return f"votes for {ctx.election.names.get(choice, choice)}"
+    if field.startswith("lines."):
+        return f"protocol line {field.removeprefix('lines.')}"
     return field.replace("_", " ")
 
 

@@ -57,7 +57,8 @@ TABLES: dict[str, dict] = {
                  "reported_by": str, "occurred_at": str, "recorded_at": str,
                  "registered_voters": int, "ballots_issued": int, "ballots_cast": int,
                  "invalid": int, "valid": int, "protocol_no": str, "document_sha256": str,
-                 "supersedes": str, "control_failures": str, "votes": str},
+                 "supersedes": str, "control_failures": str, "votes": str,
+                 "lines": str},
         pk="position",
         indexes=[["election", "reported_by", "occurred_at"], ["election", "station"]],
         # Few protocols supersede another: a partial index finds them without a scan.
@@ -95,7 +96,7 @@ TABLES: dict[str, dict] = {
 
 
 # Bumped whenever a table changes shape: read models of another version are rebuilt.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 def open_read_models(path: Path | str, *, indexes: bool = True) -> sqlite_utils.Database:

@@ -18,6 +18,10 @@ Methods (``METHODS``):
   parties (only possible with the Droop quota and fewer votes than seats), the
   remainder round goes on: each further seat again goes to the largest
   ``votes - quota * seats so far``, which cycles through the same ranking.
+- ``hare_to_largest_parties`` (Georgia, Election Code Art. 125): each party first gets
+  floor(votes/quota) seats with the Hare quota V/S over the same V; the seats left go
+  one each to the parties with the most votes (not the largest remainders). Since the
+  floors leave fewer seats over than there are parties, one round always suffices.
 - ``plurality``: the S choices with the most votes win one seat each (S=1 is
   first-past-the-post).
 
@@ -51,10 +55,11 @@ METHODS = (
     "droop",
     "hagenbach_bischoff",
     "plurality",
+    "hare_to_largest_parties",
 )
 
 _DIVISOR_METHODS = ("dhondt", "sainte_lague", "modified_sainte_lague")
-_QUOTA_METHODS = ("hare", "droop", "hagenbach_bischoff")
+_QUOTA_METHODS = ("hare", "droop", "hagenbach_bischoff", "hare_to_largest_parties")
 
 TIE_RULE = "more votes, then ballot order"
 REVERSED_TIE_RULE = "fewer votes, then later in ballot order"
@@ -180,7 +185,7 @@ def _largest_remainder(
     ranker: _Ranker,
 ) -> tuple[dict[str, int], list[str]]:
     total = sum(counts[choice] for choice in contenders)
-    if method == "hare":
+    if method in ("hare", "hare_to_largest_parties"):
         quota = Fraction(total, seats)
     elif method == "droop":
         quota = Fraction(total // (seats + 1) + 1)
@@ -190,7 +195,13 @@ def _largest_remainder(
     won = {choice: int(counts[choice] // quota) for choice in contenders}
     left = seats - sum(won.values())
     ties: list[str] = []
-    if left > 0:
+    if left > 0 and method == "hare_to_largest_parties":
+        # Floors of the Hare quota leave fewer than len(contenders) seats over.
+        entries = [(Fraction(counts[choice]), choice) for choice in contenders]
+        winners, ties = ranker.take(entries, left, "with {} votes")
+        for choice in winners:
+            won[choice] += 1
+    elif left > 0:
         # Ranking by votes - quota * (seats so far) for each further seat gives
         # the textbook one-seat-per-remainder round, and keeps going sensibly in
         # the rare case (Droop, tiny totals) where seats outnumber remainders.
