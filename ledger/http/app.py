@@ -147,12 +147,14 @@ def log(request: Request) -> Response:
     query = _query(request, ("after", "limit"))
     after = _whole_number(query, "after", 0)
     limit = _whole_number(query, "limit", 1_000, MAX_LOG_LIMIT)
-    rows = _service(request).log(after, limit)
+    service = _service(request)
+    head = service.head()
+    rows = service.log(after, limit)
     # The stored payload is a JSON object ({"recorded_at", "event"}); the position goes in
     # front of it, so each line carries the event exactly as stored.
     body = b"".join(b'{"position":%d,' % position + state.lstrip()[1:] + b"\n"
                     for position, state in rows)
-    return Response(body, media_type="application/x-ndjson")
+    return Response(body, media_type="application/x-ndjson", headers={"X-Ledger-Head": str(head)})
 
 
 def checkpoint(request: Request) -> Response:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 from pathlib import Path
 
 from ledger.config import Location
@@ -30,5 +31,9 @@ def serve(location: Location, *, host: str, port: int, key_file: str | None = No
     logging.getLogger("ledger.serve").info("serving %s on http://%s:%d", location.describe(),
                                            host, port)
     print(f"serving {location.describe()} on http://{host}:{port} (Ctrl-C to stop)", flush=True)
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM and then raises the signal again for
+    # the handlers outside it: here, a stop that was asked for is a clean exit (0).
+    for stop in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop, lambda *_: None)
     server.run()
     return 0 if server.started else 1
