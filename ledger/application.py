@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import ClassVar
 
 from eventsourcing.application import Application
@@ -11,8 +12,17 @@ from eventsourcing.utils import get_topic
 
 from ledger.batch import BatchState, Outcome, Planner
 from ledger.config import Location
+from ledger.merkle import leaf_hash
 from ledger.reader import Line
-from ledger.store import LedgerMapper, NullTranscoder, Payload, decode_payload, utc_now
+from ledger.store import (
+    LedgerMapper,
+    NullTranscoder,
+    Payload,
+    WriteSession,
+    decode_payload,
+    entry_bytes,
+    utc_now,
+)
 
 CHUNK_LINES = 5_000
 CHUNK_BYTES = 4 << 20
@@ -27,10 +37,20 @@ class BatchRejected(ValueError):
 
 
 @dataclass(frozen=True)
+class Written:
+    """One event as the log holds it: what a receipt signs."""
+
+    position: int
+    event_id: str
+    leaf_hash: bytes
+
+
+@dataclass(frozen=True)
 class Appended:
     outcome: Outcome
     first_position: int | None
     last_position: int | None
+    written: tuple[Written, ...] = ()  # filled by ``append_each`` only
 
     @property
     def count(self) -> int:
@@ -68,8 +88,7 @@ class Ledger(Application):
         """
         first = last_position = None
         with self.recorder.writing() as session:
-            last = session.last_recorded_at()
-            recorded_at = max(utc_now(), last) if last else utc_now()
+            recorded_at = _recorded_at(session)
             state = BatchState(session)
             planner = Planner(state, recorded_at, keep_rejected=skip_invalid)
             for chunk in _chunked(lines, CHUNK_LINES):
@@ -84,6 +103,34 @@ class Ledger(Application):
             if planner.outcome.problems and not skip_invalid:
                 raise BatchRejected(planner.outcome)
         return Appended(planner.outcome, first, last_position)
+
+    def append_each(self, batches: Sequence[Sequence[Line]]) -> list[Appended | BatchRejected]:
+        """Group commit: plan each batch on its own, store the good ones in ONE transaction.
+
+        Each batch stays atomic: one with a problem is refused whole and the others are
+        planned as if it had never been sent (the caches are dropped, so the next batch sees
+        only what the session really holds). Batches meant to be small (one request each):
+        a batch is planned whole before any of it is written.
+        """
+        results: list[Appended | BatchRejected] = []
+        with self.recorder.writing() as session:
+            recorded_at = _recorded_at(session)
+            state = BatchState(session)
+            for lines in batches:
+                planner = Planner(state, recorded_at, keep_rejected=False)
+                entries = [e for chunk in _chunked(lines, CHUNK_LINES) for e in planner.add(chunk)]
+                if planner.outcome.problems:
+                    state.forget()
+                    results.append(BatchRejected(planner.outcome))
+                    continue
+                positions = session.insert(entries, recorded_at) if entries else []
+                results.append(Appended(
+                    planner.outcome, positions[0] if positions else None,
+                    positions[-1] if positions else None,
+                    tuple(Written(p, e.event_id, leaf_hash(entry_bytes(p, e.stored)))
+                          for p, e in zip(positions, entries, strict=True)),
+                ))
+        return results
 
     def entries(self, after: int = 0, *, page: int = 5_000) -> Iterator[Logged]:
         """Every recorded event after position ``after``, in log order: what projections read.
@@ -102,6 +149,13 @@ class Ledger(Application):
     def head(self) -> int:
         """The position of the last recorded event (0 for an empty ledger)."""
         return self.recorder.max_notification_id() or 0
+
+
+def _recorded_at(session: WriteSession) -> datetime:
+    """One ``recorded_at`` per transaction, never before the last one (clocks step back)."""
+    last = session.last_recorded_at()
+    now = utc_now()
+    return max(now, last) if last else now
 
 
 def _chunked(lines: Iterable[Line], size: int) -> Iterator[list[Line]]:

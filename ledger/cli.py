@@ -119,6 +119,21 @@ def build_parser() -> Parser:
     p.add_argument("proof", metavar="PROOF")
     p.add_argument("--checkpoint", metavar="FILE")
     p.add_argument("--public-key", metavar="FILE")
+    p = command("serve", "serve the ledger over HTTP: the JSON API, a live feed and a live page",
+                "ledger serve --port 8080 --key ledger.key", commands.serve)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--key", metavar="FILE.key", help="sign checkpoints and write receipts with "
+                   "this Ed25519 private key")
+    p.add_argument("--body-timeout", type=float, default=None, metavar="SECONDS",
+                   help="time a client has to send a request body (default 10)")
+    p = command("check-receipt", "check a receipt from `ledger serve` against the log and, "
+                "optionally, a checkpoint",
+                "ledger check-receipt r.json --public-key ledger.pub --checkpoint night.ckpt",
+                commands.check_receipt)
+    p.add_argument("receipt", metavar="RECEIPT")
+    p.add_argument("--public-key", metavar="FILE.pub", required=True)
+    p.add_argument("--checkpoint", metavar="FILE")
     p = command("keygen", "make an Ed25519 key pair (for checkpoints and signed events); the "
                 "last line printed is the public key in base64, as ReporterRegistered carries it",
                 "ledger keygen cec  (writes cec.key and cec.pub)", commands.keygen)

@@ -397,6 +397,36 @@ def check_proof(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_receipt(args: argparse.Namespace) -> int:
+    from ledger.checkpoint import load_public_key, read_checkpoint
+    from ledger.receipt import BadReceipt
+
+    try:
+        receipt = msgspec.json.decode(_readable(args.receipt).read_bytes())
+    except msgspec.DecodeError as error:
+        raise BadInput(f"{args.receipt}: not JSON ({error})") from None
+    if isinstance(receipt, dict) and isinstance(receipt.get("receipt"), dict):
+        receipt = receipt["receipt"]  # the whole answer of POST /v1/events
+    note = read_checkpoint(Path(args.checkpoint)) if args.checkpoint else None
+    with _service(args) as service:
+        try:
+            events = service.check_receipt(receipt, load_public_key(Path(args.public_key)), note)
+        except BadReceipt as error:
+            print(f"ledger check-receipt: FAILED: {error}", file=sys.stderr)
+            return 1
+    anchor = f" and in the checkpoint of {note.size} events" if note else ""
+    print(f"ok: {len(events)} event(s) receipted by the ledger's key are in the log at their "
+          f"positions{anchor}")
+    return 0
+
+
+def serve(args: argparse.Namespace) -> int:
+    from ledger.http.server import serve as run
+
+    return run(locate(args.db), host=args.host, port=args.port, key_file=args.key,
+               body_seconds=args.body_timeout)
+
+
 def keygen(args: argparse.Namespace) -> int:
     from ledger.checkpoint import generate_key_pair
 

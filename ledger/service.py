@@ -35,6 +35,10 @@ if TYPE_CHECKING:
     from projections.tally import Election
 
 
+class NotFound(BadInput):
+    """The question names an election or station the ledger does not define."""
+
+
 class Refused(BadInput):
     """A batch had bad lines, and nothing of it was stored."""
 
@@ -283,6 +287,15 @@ class LedgerService:
         with self.read_models() as db:
             return appeals(db, at, election=election)
 
+    def require(self, election: str, station: str | None = None) -> None:
+        """``NotFound`` unless the ledger defines this election (and this station in it)."""
+        from projections.tally import unknown
+
+        with self.read_models() as db:
+            missing = unknown(db, election, station)
+        if missing:
+            raise NotFound(missing)
+
     def election(self, election: str | None) -> Election:
         from projections.tally import load_election
 
@@ -304,6 +317,23 @@ class LedgerService:
         with self.read_models() as db:
             return render_report(db, load_election(db, election), at)
 
+    # -- the log itself --------------------------------------------------------------------
+
+    def log(self, after: int = 0, limit: int = 1_000) -> list[tuple[int, bytes]]:
+        """Up to ``limit`` recorded entries after position ``after``: (position, the stored
+        payload as recorded, JSON with ``recorded_at`` and ``event``)."""
+        rows = self.ledger(must_exist=True).recorder.select_payloads(after, limit)
+        return [(position, state.encode() if isinstance(state, str) else bytes(state))
+                for position, state in rows]
+
+    def head(self) -> int:
+        return self.ledger(must_exist=True).head()
+
+    def origin(self) -> str:
+        from ledger.integrity import origin
+
+        return origin(self.ledger(must_exist=True).recorder.tree())
+
     # -- integrity -------------------------------------------------------------------------
 
     def checkpoint(self, key: Any = None, name: str | None = None) -> Checkpoint:
@@ -316,7 +346,11 @@ class LedgerService:
         note = checkpoint_of(tree)
         if key is not None:
             note = sign(note, key, name or note.origin)
-        tree.record_checkpoint(note.size, note.root, utc_now().isoformat(), note.text())
+        latest = tree.latest_checkpoint()
+        if latest is None or (latest[0], bytes(latest[1])) != (note.size, note.root):
+            # Recorded once per tree state: a server answering GET /v1/checkpoint must not
+            # add a row for every request.
+            tree.record_checkpoint(note.size, note.root, utc_now().isoformat(), note.text())
         return note
 
     def verify(self, anchor: Checkpoint | None = None) -> Verified:
@@ -335,6 +369,18 @@ class LedgerService:
             return inclusion_proof(recorder, recorder.tree(), event_id, anchor)
         except LookupError as error:
             raise BadInput(str(error).strip('"')) from None
+
+
+    def check_receipt(self, receipt: dict[str, Any], public_key: Any,
+                      anchor: Checkpoint | None = None) -> list[dict[str, Any]]:
+        """The receipt's events, once its signature, the log and ``anchor`` all bear it out;
+        ``BadReceipt`` naming the first thing that does not."""
+        from ledger.receipt import check_against_log, check_signature
+
+        events = check_signature(receipt, public_key)
+        recorder = self.ledger(must_exist=True).recorder
+        check_against_log(receipt, events, recorder, recorder.tree(), anchor)
+        return events
 
 
 def open_event_store(location: Location, *, must_exist: bool = False) -> Ledger:

@@ -50,6 +50,17 @@ def elections(db: Any, moment: Moment = ALWAYS) -> list[dict[str, Any]]:
     ]
 
 
+def unknown(db: Any, election: str, station: str | None = None) -> str | None:
+    """What of ``election`` (and ``station`` in it) the ledger does not define, if anything."""
+    if db.execute("SELECT 1 FROM elections WHERE election = ?", [election]).fetchone() is None:
+        return f"unknown election {election!r}"
+    if station is not None and db.execute(
+        "SELECT 1 FROM stations WHERE election = ? AND station = ?", [election, station]
+    ).fetchone() is None:
+        return f"unknown station {station!r} in {election!r}"
+    return None
+
+
 def load_election(db: Any, election: str | None) -> Election:
     """The election asked for, or the only one the ledger holds."""
     if election is None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import re
 import sqlite3
 import subprocess
@@ -26,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import SHARED, LedgerUnderTest, definition, ev, protocol, station
+from tests.conftest import LedgerUnderTest, definition, ev, protocol, station
 
 PREFIX = b"election-ledger/event/v1\n"
 
@@ -383,27 +382,6 @@ def test_verify_names_the_position_of_a_report_that_breaks_the_rules(
     assert f"position {position}:" in result.err, result.err
     assert {"unsigned": "without the signature its registered key required", "forged": "does not verify",
             "altered figures": "differs from the submission"}[forgery] in result.err
-
-
-def test_conformance_sample_v2_signature_checks_pass(tmp_path: Path) -> None:
-    """The first five checks of the public v2 sample are the command line's. The rest need
-    `ledger serve`, built in another branch: until it lands they fail, so only the
-    signature lines are asserted here."""
-    script = SHARED / "conformance" / "check-v2"
-    if not script.exists():
-        pytest.skip(f"no conformance sample at {script}")
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    env.pop("LEDGER_DB", None)
-    done = subprocess.run([sys.executable, str(script), f"{sys.executable} -m ledger"],
-                          capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
-    lines = done.stdout.splitlines()
-    assert lines[:5] == [
-        "PASS definitions and two ReporterRegistered events append",
-        "PASS a protocol signed by its reporter's registered key is appended",
-        "PASS an unsigned protocol of a keyed reporter is refused (exit 2, field signature)",
-        "PASS another reporter's key cannot sign as cec",
-        "PASS verify re-checks the stored signatures and passes",
-    ], done.stdout + done.stderr
 
 
 def test_the_report_counts_each_reporters_signed_protocols(

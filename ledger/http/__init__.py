@@ -1,0 +1,1 @@
+"""``ledger serve``: the HTTP API, a second adapter over ``ledger.service.LedgerService``."""

@@ -1,0 +1,340 @@
+"""The HTTP adapter: routes over the same ``LedgerService`` the command line uses.
+
+Each read endpoint turns query parameters into the arguments of one service method and
+answers with the same JSON as the command line's ``--format json``; writes go through the
+group-commit writer. Sync endpoints run in Starlette's thread pool, so a slow query never
+holds up the event loop (and the feed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from importlib import resources
+from typing import Any
+
+import msgspec
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from ledger.application import Appended, BatchRejected
+from ledger.errors import BadInput, Failure
+from ledger.http.feed import Feed
+from ledger.http.intake import problem_json, refusal_status, screen
+from ledger.http.writer import Busy, GroupCommitWriter, Saturated
+from ledger.reader import Problem
+from ledger.service import LedgerService, NotFound, when
+
+MAX_BODY_BYTES = 4 << 20       # 4 MiB: a few thousand protocols
+MAX_LINES = 2_000              # per request; one request is planned whole in memory
+BODY_SECONDS = 10.0            # to send the whole body: a slow client is cut off (408)
+MAX_LOG_LIMIT = 10_000
+RETRY_AFTER_SECONDS = "1"
+
+
+class Refusal(Exception):
+    """A request answered with a 4xx/5xx and ``{"problems": [...]}``."""
+
+    def __init__(self, status: int, problems: list[Problem], headers: dict[str, str] | None = None):
+        super().__init__(status)
+        self.status, self.problems, self.headers = status, problems, headers
+
+
+def _problem(reason: str, field: str | None = None) -> list[Problem]:
+    return [Problem(0, field, reason)]
+
+
+def _json(value: Any, status: int = 200) -> Response:
+    return Response(msgspec.json.encode(value), status_code=status, media_type="application/json")
+
+
+# -- query parameters ------------------------------------------------------------------------
+
+MOMENT = ("as_of", "known_at")
+
+
+def _query(request: Request, allowed: tuple[str, ...]) -> dict[str, str]:
+    """The query parameters, each at most once and each one this endpoint knows (400)."""
+    params = request.query_params
+    problems = [Problem(0, name, f"unknown query parameter; this endpoint takes "
+                        f"{', '.join(allowed) or 'none'}") for name in params if name not in allowed]
+    problems += [Problem(0, name, "given more than once") for name in set(params)
+                 if len(params.getlist(name)) > 1]
+    if problems:
+        raise Refusal(400, problems)
+    return dict(params)
+
+
+def _moment(query: dict[str, str]) -> Any:
+    return when(query.get("as_of"), query.get("known_at"), names=MOMENT)
+
+
+def _stage(query: dict[str, str]) -> str:
+    stage = query.get("stage", "preliminary")
+    if stage not in ("preliminary", "final"):
+        raise Refusal(400, _problem("expected preliminary or final", "stage"))
+    return stage
+
+
+# -- reads -----------------------------------------------------------------------------------
+
+
+def _service(request: Request) -> LedgerService:
+    return request.app.state.service
+
+
+def elections(request: Request) -> Response:
+    query = _query(request, MOMENT)
+    return _json({"elections": _service(request).elections(_moment(query))})
+
+
+Answer = Callable[[LedgerService, Any, str, dict[str, str]], Any]
+
+
+def _election_view(allowed: tuple[str, ...], answer: Answer) -> Callable[..., Response]:
+    """An endpoint under /v1/elections/{id}: checks the parameters, that the election (and
+    station) exist (404), then asks the service."""
+
+    def endpoint(request: Request) -> Response:
+        query = _query(request, allowed)
+        moment = _moment(query)
+        election = request.path_params["election"]
+        service = _service(request)
+        service.require(election, query.get("station"))
+        return _json(answer(service, moment, election, query))
+
+    return endpoint
+
+
+tally = _election_view(
+    (*MOMENT, "stage", "reporter", "scope"),
+    lambda s, at, e, q: s.tally(at, election=e, stage=_stage(q), reporter=q.get("reporter"),
+                                scope=q.get("scope")))
+seats = _election_view(
+    (*MOMENT, "stage", "reporter", "scope"),
+    lambda s, at, e, q: s.seats(at, election=e, stage=_stage(q), reporter=q.get("reporter"),
+                                scope=q.get("scope")))
+audit = _election_view(
+    (*MOMENT, "station"), lambda s, at, e, q: s.audit(at, election=e, station=q.get("station")))
+history = _election_view(
+    (*MOMENT, "station"),
+    lambda s, at, e, q: {"events": s.history(at, election=e, station=q.get("station"))})
+withheld = _election_view(MOMENT, lambda s, at, e, q: s.withheld(at, election=e))
+appeals = _election_view(MOMENT, lambda s, at, e, q: {"appeals": s.appeals(at, election=e)})
+
+
+# -- for auditors and mirrors ----------------------------------------------------------------
+
+
+def _whole_number(query: dict[str, str], name: str, default: int, most: int | None = None) -> int:
+    text = query.get(name)
+    if text is None:
+        return default
+    if not text.isascii() or not text.isdigit() or len(text) > 18:
+        raise Refusal(400, _problem(f"expected a whole number, got {text[:40]!r}", name))
+    value = int(text)
+    if most is not None and not 1 <= value <= most:
+        raise Refusal(400, _problem(f"expected 1 to {most}, got {value}", name))
+    return value
+
+
+def log(request: Request) -> Response:
+    query = _query(request, ("after", "limit"))
+    after = _whole_number(query, "after", 0)
+    limit = _whole_number(query, "limit", 1_000, MAX_LOG_LIMIT)
+    service = _service(request)
+    head = service.head()
+    rows = service.log(after, limit)
+    # The stored payload is a JSON object ({"recorded_at", "event"}); the position goes in
+    # front of it, so each line carries the event exactly as stored.
+    body = b"".join(b'{"position":%d,' % position + state.lstrip()[1:] + b"\n"
+                    for position, state in rows)
+    return Response(body, media_type="application/x-ndjson", headers={"X-Ledger-Head": str(head)})
+
+
+def checkpoint(request: Request) -> Response:
+    _query(request, ())
+    state = request.app.state
+    note = _service(request).checkpoint(state.key, state.key_name)
+    return PlainTextResponse(note.text())
+
+
+def proof(request: Request) -> Response:
+    _query(request, ())
+    try:
+        return _json(_service(request).prove(request.path_params["event_id"]))
+    except BadInput as error:
+        raise NotFound(str(error)) from None
+
+
+# -- writes ----------------------------------------------------------------------------------
+
+
+async def _read_body(request: Request) -> bytes:
+    """The body, within the size and time limits (413, 408)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise Refusal(413, _problem(f"the body is larger than {MAX_BODY_BYTES} bytes; split it"))
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(request.app.state.body_seconds):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > MAX_BODY_BYTES:
+                    raise Refusal(413, _problem(f"the body is larger than {MAX_BODY_BYTES} bytes; "
+                                                "split it"))
+                chunks.append(chunk)
+    except TimeoutError:
+        raise Refusal(408, _problem(f"the body did not arrive within "
+                                    f"{request.app.state.body_seconds:g} seconds"),
+                      {"Connection": "close"}) from None
+    return b"".join(chunks)
+
+
+async def post_events(request: Request) -> Response:
+    _query(request, ())
+    body = await _read_body(request)
+    if sum(1 for line in body.split(b"\n") if line.strip()) > MAX_LINES:
+        raise Refusal(413, _problem(f"more than {MAX_LINES} lines in one request; split it"))
+    screened = await run_in_threadpool(screen, body) if len(body) > 65_536 else screen(body)
+    if not screened.lines:
+        raise Refusal(422, _problem("the body holds no events (JSON Lines, one event a line)"))
+    if screened.problems:
+        raise Refusal(refusal_status(screened), screened.problems)
+    writer: GroupCommitWriter = request.app.state.writer
+    try:
+        future = writer.submit(screened.lines)
+    except Saturated:
+        raise Refusal(503, _problem("the writer is saturated; retry shortly"),
+                      {"Retry-After": RETRY_AFTER_SECONDS}) from None
+    try:
+        appended: Appended = await future
+    except BatchRejected as rejected:
+        problems = rejected.outcome.problems
+        raise Refusal(refusal_status(None, problems), problems) from None
+    except Busy:
+        raise Refusal(503, _problem("the ledger is busy with another writer; retry shortly"),
+                      {"Retry-After": RETRY_AFTER_SECONDS}) from None
+    outcome = appended.outcome
+    reply: dict[str, Any] = {
+        "appended": appended.count,
+        "already_recorded": outcome.already_recorded,
+        "first_position": appended.first_position,
+        "last_position": appended.last_position,
+        "flagged": problem_json(outcome.flagged),
+    }
+    key = request.app.state.key
+    if key is not None:
+        from ledger.receipt import issue
+
+        origin = request.app.state.origin or await run_in_threadpool(_service(request).origin)
+        request.app.state.origin = origin  # a log's origin never changes once it has an event
+        reply["receipt"] = issue(origin, appended.written, key)
+    return _json(reply)
+
+
+# -- live ------------------------------------------------------------------------------------
+
+
+async def feed(request: Request) -> Response:
+    _query(request, ())
+    state = request.app.state
+    return StreamingResponse(state.feed.stream(state.stopping), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+def page(request: Request) -> Response:
+    return HTMLResponse(resources.files("ledger.http").joinpath("live.html").read_text("utf-8"))
+
+
+# -- errors ----------------------------------------------------------------------------------
+
+
+def _refused(problems: list[Problem], status: int, headers: dict[str, str] | None = None) -> Response:
+    return JSONResponse({"problems": problem_json(problems)}, status_code=status, headers=headers)
+
+
+async def on_refusal(request: Request, error: Exception) -> Response:
+    assert isinstance(error, Refusal)
+    return _refused(error.problems, error.status, error.headers)
+
+
+async def on_bad_input(request: Request, error: Exception) -> Response:
+    return _refused(_problem(str(error)), 404 if isinstance(error, NotFound) else 400)
+
+
+async def on_failure(request: Request, error: Exception) -> Response:
+    return _refused(_problem(str(error)), 503, {"Retry-After": RETRY_AFTER_SECONDS})
+
+
+async def on_http(request: Request, error: Exception) -> Response:
+    assert isinstance(error, HTTPException)
+    reason = {404: "no such resource", 405: "method not allowed here"}.get(error.status_code,
+                                                                         str(error.detail))
+    return _refused(_problem(reason), error.status_code, dict(error.headers or {}) or None)
+
+
+async def on_disconnect(request: Request, error: Exception) -> Response:
+    return _refused(_problem("the client went away"), 400)
+
+
+async def on_anything(request: Request, error: Exception) -> Response:
+    from ledger.commands import explain_failure
+
+    return _refused(_problem(explain_failure(error)), 500)  # type: ignore[arg-type]
+
+
+ROUTES = [
+    Route("/", page),
+    Route("/v1/elections", elections),
+    Route("/v1/elections/{election}/tally", tally),
+    Route("/v1/elections/{election}/seats", seats),
+    Route("/v1/elections/{election}/audit", audit),
+    Route("/v1/elections/{election}/withheld", withheld),
+    Route("/v1/elections/{election}/appeals", appeals),
+    Route("/v1/elections/{election}/history", history),
+    Route("/v1/log", log),
+    Route("/v1/checkpoint", checkpoint),
+    Route("/v1/proof/{event_id:path}", proof),
+    Route("/v1/feed", feed),
+    Route("/v1/events", post_events, methods=["POST"]),
+]
+
+
+def create_app(service: LedgerService, *, key: Any = None, key_name: str | None = None,
+               body_seconds: float = BODY_SECONDS, capacity: int | None = None) -> Starlette:
+    """The ASGI app over ``service``; its lifespan starts the writer and, on shutdown,
+    drains it and closes the event store."""
+    feed_ = Feed()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        feed_.bind(asyncio.get_running_loop())
+        await run_in_threadpool(service.ledger)  # creates an empty ledger if there is none
+        writer = GroupCommitWriter(service, on_commit=feed_.publish,
+                                   **({"capacity": capacity} if capacity else {}))
+        app.state.writer = writer
+        writer.start()
+        try:
+            yield
+        finally:
+            await run_in_threadpool(writer.stop)
+            service.close()
+
+    app = Starlette(routes=ROUTES, lifespan=lifespan, exception_handlers={
+        Refusal: on_refusal, BadInput: on_bad_input, Failure: on_failure,
+        HTTPException: on_http, ClientDisconnect: on_disconnect, Exception: on_anything,
+    })
+    app.state.service = service
+    app.state.key, app.state.key_name = key, key_name
+    app.state.origin = None
+    app.state.feed = feed_
+    app.state.body_seconds = body_seconds
+    app.state.stopping = lambda: False
+    return app

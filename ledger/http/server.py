@@ -1,0 +1,39 @@
+"""Running the HTTP API under uvicorn: ``ledger serve``."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from pathlib import Path
+
+from ledger.config import Location
+from ledger.service import LedgerService
+
+
+def serve(location: Location, *, host: str, port: int, key_file: str | None = None,
+          body_seconds: float | None = None) -> int:
+    """Serve until SIGINT or SIGTERM (uvicorn's handlers), then drain the writer and close
+    the event store (the app's lifespan)."""
+    import uvicorn
+
+    from ledger.checkpoint import load_private_key
+    from ledger.http.app import BODY_SECONDS, create_app
+
+    key = load_private_key(Path(key_file)) if key_file else None
+    service = LedgerService(location)
+    app = create_app(service, key=key, body_seconds=body_seconds or BODY_SECONDS)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
+                            lifespan="on", timeout_graceful_shutdown=10,
+                            # Request lines and headers are small; bodies are limited by the app.
+                            h11_max_incomplete_event_size=64 * 1024)
+    server = uvicorn.Server(config)
+    app.state.stopping = lambda: server.should_exit  # ends the feed's streams on shutdown
+    logging.getLogger("ledger.serve").info("serving %s on http://%s:%d", location.describe(),
+                                           host, port)
+    print(f"serving {location.describe()} on http://{host}:{port} (Ctrl-C to stop)", flush=True)
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM and then raises the signal again for
+    # the handlers outside it: here, a stop that was asked for is a clean exit (0).
+    for stop in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop, lambda *_: None)
+    server.run()
+    return 0 if server.started else 1
