@@ -159,7 +159,7 @@ def _append_lines(args: argparse.Namespace, lines: Callable[[], Iterable[Line]])
         "first_position": appended.first_position,
         "last_position": appended.last_position,
         "already_recorded": outcome.already_recorded,
-        "rejected": len({p.line for p in outcome.problems}) if skip_invalid else 0,
+        "rejected": outcome.rejected_count if skip_invalid else 0,
         "flagged": [str(problem) for problem in outcome.flagged],
         "read_models_updated": caught_up,
     }
@@ -183,14 +183,10 @@ MAX_PROBLEMS_SHOWN = 50
 
 
 def _write_rejects(out: IO[bytes], outcome: Any) -> None:
-    reasons: dict[int, list[str]] = {}
-    for problem in outcome.problems:
-        reasons.setdefault(problem.line, []).append(
-            f"{problem.field}: {problem.reason}" if problem.field else problem.reason
-        )
     encoder = msgspec.json.Encoder()
-    for line in outcome.rejected_lines:
-        record = {"line": line.number, "reasons": reasons.get(line.number, []),
+    for line, problems in outcome.rejected_lines:
+        reasons = [f"{p.field}: {p.reason}" if p.field else p.reason for p in problems]
+        record = {"line": line.number, "reasons": reasons,
                   "text": line.text.decode("utf-8", "replace")}
         out.write(encoder.encode(record) + b"\n")
 

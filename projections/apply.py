@@ -144,8 +144,9 @@ def _swap(fresh: Path, path: Path) -> None:
 def _apply_page(connection: Any, page: list[Logged]) -> int:
     rows: dict[str, list[tuple]] = defaultdict(list)
     stamps = _Stamps()
+    registers = _Registers(connection)
     for logged in page:
-        _rows_of(logged.position, logged.entry, rows, stamps)
+        _rows_of(logged.position, logged.entry, rows, stamps, registers)
     for table, values in rows.items():
         columns = list(TABLES[table]["columns"])
         marks = ",".join("?" * len(columns))
@@ -167,7 +168,24 @@ def _dump(value: Any) -> str | None:
     return None if value is None else _json.encode(value).decode()
 
 
-def _rows_of(position: int, entry: Any, rows: dict[str, list[tuple]], stamps: _Stamps) -> None:
+class _Registers(dict[tuple[str, str], int | None]):
+    """Stations' registered voters, for control checks of protocols that leave it out:
+    from this page's registrations, else from the stations already applied."""
+
+    def __init__(self, connection: Any) -> None:
+        super().__init__()
+        self.connection = connection
+
+    def __missing__(self, key: tuple[str, str]) -> int | None:
+        row = self.connection.execute(
+            "SELECT registered_voters FROM stations WHERE election = ? AND station = ?", key
+        ).fetchone()
+        self[key] = found = row[0] if row else None
+        return found
+
+
+def _rows_of(position: int, entry: Any, rows: dict[str, list[tuple]], stamps: _Stamps,
+             registers: _Registers) -> None:
     event = entry.event
     occurred, recorded = stamps[event.occurred_at], stamps[entry.recorded_at]
     kind = type(event).__name__
@@ -189,8 +207,11 @@ def _rows_of(position: int, entry: Any, rows: dict[str, list[tuple]], stamps: _S
             (event.election, event.station, event.region, event.district,
              event.registered_voters, occurred, recorded, position)
         )
+        registers[(event.election, event.station)] = event.registered_voters
     elif isinstance(event, ProtocolIssued):
-        failures = control_check_failures(event)
+        register = (registers[(event.election, event.station)]
+                    if event.registered_voters is None else None)
+        failures = control_check_failures(event, register)
         rows["protocols"].append(
             (position, event.event_id, event.election, event.station, event.reported_by,
              occurred, recorded, event.registered_voters, event.ballots_issued,

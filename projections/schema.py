@@ -86,8 +86,9 @@ TABLES: dict[str, dict] = {
 }
 
 
-# Bumped whenever a table changes shape: read models of another version are rebuilt.
-SCHEMA_VERSION = 2
+# Bumped whenever a table changes shape or what a row holds (3: control checks use the
+# station's register): read models of another version are rebuilt.
+SCHEMA_VERSION = 3
 
 
 def open_read_models(path: Path | str, *, indexes: bool = True) -> sqlite_utils.Database:
