@@ -5,15 +5,13 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import pytest
-
-from tests.conftest import SHARED
+from tests.conftest import SHARED, require_shared
 
 CHECK = SHARED / "conformance" / "check"
 
 
-@pytest.mark.skipif(not CHECK.exists(), reason=f"{CHECK} is not here (no ../shared checkout)")
 def test_the_public_conformance_check_passes_completely() -> None:
+    require_shared(CHECK)
     result = subprocess.run(
         [sys.executable, str(CHECK), f"{sys.executable} -m ledger"],
         capture_output=True, text=True, timeout=300,

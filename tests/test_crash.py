@@ -41,7 +41,7 @@ import psycopg
 import pytest
 
 from ledger.cli import main
-from tests.conftest import PG_SERVER, Result, postgres_available
+from tests.conftest import PG_SERVER, Result, require_postgres
 
 ROOT = Path(__file__).resolve().parents[1]
 TRIALS = int(os.environ.get("LEDGER_TEST_TRIALS", "5"))
@@ -203,8 +203,8 @@ def targets_in(base: Path) -> Iterator[Targets]:
 
 
 def require(backend: str) -> None:
-    if backend == "postgres" and (reason := postgres_available()):
-        pytest.skip(reason)
+    if backend == "postgres":
+        require_postgres()
 
 
 def kill_at(process: subprocess.Popen[str], seconds: float) -> bool:
