@@ -138,6 +138,28 @@ def allocate(
     )
 
 
+def decimal_text(value: Fraction) -> str:
+    """``value`` written exactly: as a decimal when it has a finite one (every threshold
+    does, its percentage being a decimal), else as a fraction."""
+    denominator = value.denominator
+    twos = fives = 0
+    while denominator % 2 == 0:
+        denominator //= 2
+        twos += 1
+    while denominator % 5 == 0:
+        denominator //= 5
+        fives += 1
+    if denominator != 1:
+        return f"{value.numerator}/{value.denominator}"
+    places = max(twos, fives)
+    scaled = abs(value.numerator) * 10**places // value.denominator
+    sign = "-" if value < 0 else ""
+    if places == 0:
+        return f"{sign}{scaled}"
+    digits = str(scaled).rjust(places + 1, "0")
+    return f"{sign}{digits[:-places]}.{digits[-places:]}"
+
+
 def exact_percent(pct: Fraction | int | float | str) -> Fraction:
     # Fraction(0.1) is 3602879701896397/36028797018963968; going through str()
     # takes the number the caller wrote (0.1 -> 1/10), which is what they meant.

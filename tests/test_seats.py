@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from projections.seats import METHODS, Allocation, allocate, passes_threshold
+from projections.seats import METHODS, Allocation, allocate, decimal_text, passes_threshold
 
 # The classic Wikipedia example for highest averages methods, 8 seats.
 WIKI = {"A": 100_000, "B": 80_000, "C": 30_000, "D": 20_000}
@@ -458,3 +458,11 @@ def test_a_hundred_thousand_seats_by_largest_remainder(method: str) -> None:
     votes = {f"p{i}": 1_000_003 * (i + 1) + 7_919 * i * i for i in range(10)}
     result = allocate(votes, 100_000, method)
     assert result.seats == naive_allocation(votes, 100_000, method, result.passing)
+
+
+@pytest.mark.parametrize(("value", "text"), [
+    (Fraction(546, 5), "109.2"), (Fraction(109), "109"), (Fraction(1, 3), "1/3"),
+    (Fraction(1, 8), "0.125"), (Fraction(-7, 20), "-0.35"), (Fraction(3, 1000), "0.003"),
+])
+def test_decimal_text_is_exact(value: Fraction, text: str) -> None:
+    assert decimal_text(value) == text
