@@ -35,6 +35,11 @@ def open_ledger(location: Location, *, must_exist: bool = False) -> Iterator[Led
 
     if must_exist and not location.is_postgres and not Path(location.db).exists():
         raise BadInput(f"no ledger at {location.db}; append events first (ledger append FILE)")
+    if location.is_postgres:
+        from ledger.reachable import postgres_problem
+
+        if (problem := postgres_problem(location)) is not None:
+            raise Failure(f"cannot use the ledger at {location.describe()}: {problem}")
     try:
         ledger = Ledger(location)
     except PersistenceError as error:
@@ -212,12 +217,28 @@ def _refresh_read_models(location: Location, ledger: Ledger) -> int:
     return rebuild(path, ledger)
 
 
+@contextmanager
+def _read_model_file(path: Path) -> Iterator[None]:
+    """SQLite names no file in "unable to open database file": say which, and where."""
+    try:
+        yield
+    except (sqlite3.OperationalError, OSError) as error:
+        reason = error.strerror if isinstance(error, OSError) else str(error)
+        if isinstance(error, sqlite3.OperationalError) and not (
+            "unable to open" in reason or "readonly" in reason
+        ):
+            raise
+        raise Failure(f"cannot write the read models at {path.resolve()}: {reason} (is its "
+                      "directory writable? LEDGER_READ_MODELS can put them elsewhere)") from None
+
+
 def replay(args: argparse.Namespace) -> int:
     from projections.apply import rebuild
 
     _bulk()
     location = locate(args.db)
-    with open_ledger(location, must_exist=True) as ledger:
+    with open_ledger(location, must_exist=True) as ledger, \
+            _read_model_file(location.read_models_path()):
         count = rebuild(location.read_models_path(), progress.CountedLog(ledger, "replay"))
     print(f"rebuilt the read models from {count} event(s) into {location.read_models_path()}")
     return 0
@@ -245,7 +266,7 @@ def read_models(args: argparse.Namespace) -> Iterator[Any]:
             except sqlite3.Error:
                 current = False
     if not current:
-        with open_ledger(location, must_exist=True) as ledger:
+        with open_ledger(location, must_exist=True) as ledger, _read_model_file(path):
             _refresh_read_models(location, ledger)
     with closing(connect(path)) as db:
         yield db

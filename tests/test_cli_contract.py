@@ -6,13 +6,22 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+import uuid
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from ledger.cli import build_parser
-from tests.conftest import LedgerUnderTest, definition, protocol, station
+from ledger.cli import build_parser, main
+from tests.conftest import (
+    PG_SERVER,
+    LedgerUnderTest,
+    definition,
+    protocol,
+    require_postgres,
+    station,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -97,3 +106,37 @@ def test_seats_before_the_election_was_defined_pass_nobody(registered: LedgerUnd
     assert early["status"] == "not yet defined"
     assert registered.query("tally", "--as-of", "2030-03-01T00:00:00Z")["passing"] == []
     assert registered.query("seats")["status"] == "no results"
+
+
+# --- failures of the environment name what to fix --------------------------------------------
+
+
+def test_a_missing_postgres_database_is_named_at_once(tmp_path: Path, capsys: Any) -> None:
+    require_postgres()
+    server = PG_SERVER.rsplit("/", 1)[0]
+    missing_db = f"{server}/no_such_ledger_db_{uuid.uuid4().hex[:8]}"
+    code = main(["tally", "--db", missing_db])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert f'database "{missing_db.rsplit("/", 1)[1]}" does not exist' in err, err
+    assert "couldn't get a connection" not in err
+
+
+@pytest.mark.parametrize("parameter", ["lock_timeout=0", "connect_timeout=0", "pool_size=0"])
+def test_a_zero_timeout_or_pool_is_refused(parameter: str, capsys: Any) -> None:
+    # PostgreSQL reads lock_timeout=0 as "wait forever": a retry loop would hang, not retry.
+    assert main(["tally", "--db", f"{PG_SERVER}?{parameter}"]) == 2
+    assert "at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["replay", "tally"])
+def test_read_models_that_cannot_be_written_are_named_with_their_path(
+    registered: LedgerUnderTest, monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    blocker = registered.directory / "a-file"
+    blocker.write_text("not a directory")
+    models = blocker / "read-models.db"
+    monkeypatch.setenv("LEDGER_READ_MODELS", str(models))
+    result = registered.run(command)
+    assert result.code == 1
+    assert result.err.startswith(f"ledger: cannot write the read models at {models}: "), result.err
