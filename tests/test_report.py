@@ -16,7 +16,7 @@ from projections.moment import Moment, moment
 from projections.report import PALETTE, render_report
 from projections.schema import connect
 from projections.tally import load_election, seats, tally
-from tests.conftest import LATER, NIGHT, LedgerUnderTest, definition, protocol, station
+from tests.conftest import LATER, NIGHT, LedgerUnderTest, definition, missing, protocol, station
 
 SECTIONS = ("results", "night", "forensics", "withheld", "disputes")
 MIDNIGHT = "2007-08-19T00:00:00+06:00"
@@ -52,7 +52,7 @@ def chromium() -> str:
     for name in ("chromium", "chromium-browser", "google-chrome", "/usr/bin/chromium"):
         if found := shutil.which(name):
             return found
-    pytest.skip("no chromium binary found (apt-get install chromium): the browser checks need one")
+    missing("no chromium binary found (apt-get install chromium): the browser checks need one")
 
 
 def _render(path: Path, at: Moment) -> str:
