@@ -55,8 +55,10 @@ class Outcome:
     accepted: int = 0
     already_recorded: int = 0
     problem_count: int = 0
+    rejected_count: int = 0  # lines refused, all of them (``problems`` keeps only the first)
     problems: list[Problem] = field(default_factory=list)
-    rejected_lines: list[Line] = field(default_factory=list)  # kept only for a rejects file
+    # Kept only for a rejects file, each line with all its own reasons.
+    rejected_lines: list[tuple[Line, list[Problem]]] = field(default_factory=list)
     flagged: list[Problem] = field(default_factory=list)
 
 
@@ -239,7 +241,10 @@ class Planner:
             event = msgspec.structs.replace(event, event_id=event_id)
         self.state.accept(event, event_id, digest)
         if isinstance(event, ProtocolIssued):
-            for failure in protocol_failures(event, self.state.election(event.election)):
+            station = self.state.station(event.election, event.station)
+            register = station.registered_voters if station is not None else None
+            election = self.state.election(event.election)
+            for failure in protocol_failures(event, election, register):
                 self.outcome.flagged.append(Problem(line.number, "control check", failure))
         key = stream_key(event)
         stored = self.mapper.to_stored_event(
@@ -254,7 +259,8 @@ class Planner:
     def _reject(self, line: Line, problems: list[Problem]) -> None:
         outcome = self.outcome
         outcome.problem_count += len(problems)
+        outcome.rejected_count += 1
         outcome.problems.extend(problems[: max(0, MAX_PROBLEMS_KEPT - len(outcome.problems))])
         if self.keep_rejected:
-            outcome.rejected_lines.append(line)
+            outcome.rejected_lines.append((line, problems))
         return None

@@ -28,19 +28,22 @@ class Parser(argparse.ArgumentParser):
 
 
 def _query_options(parser: argparse.ArgumentParser, *, stage: bool = False) -> None:
-    parser.add_argument("--election", metavar="ID", help="election id (needed only when the "
-                        "ledger holds more than one)")
-    parser.add_argument("--as-of", metavar="TIME", help="valid time: only events that occurred "
-                        "by TIME (RFC 3339 with offset); default: no bound")
-    parser.add_argument("--known-at", metavar="TIME", help="ledger time: only events the ledger "
-                        "had recorded by TIME; default: now")
-    parser.add_argument("--format", choices=FORMATS, default="table")
+    _moment_options(parser)
+    parser.add_argument("--format", choices=FORMATS, default="table", help=FORMAT_HELP)
     if stage:
-        parser.add_argument("--stage", choices=("preliminary", "final"), default="preliminary")
+        parser.add_argument("--stage", choices=("preliminary", "final"), default="preliminary",
+                            help=STAGE_HELP)
         parser.add_argument("--reporter", metavar="ID", help="a parallel tally from this "
                             "reporter's protocols (default: the election's authority)")
         parser.add_argument("--scope", metavar="REGION", help="only stations of this region "
                             "or district")
+
+
+FORMAT_HELP = "output as a table (default), json or csv"
+STAGE_HELP = ("preliminary: the latest protocols as they come in (default); final: as "
+              "announced, after recounts and annulments")
+STATION_HELP = "only this station (exit 2 if the election has no such station)"
+CHECKPOINT_HELP = "a checkpoint file written by `ledger checkpoint`"
 
 
 def build_parser() -> Parser:
@@ -50,11 +53,17 @@ def build_parser() -> Parser:
     parser = Parser(
         prog="ledger",
         description="A tamper-evident ledger of election protocols, announcements and appeals.",
-        epilog="Example: ledger append night.jsonl && ledger tally --as-of 2030-04-07T23:00:00+02:00",
+        epilog="The ledger is the SQLite file or PostgreSQL database named by --db, else by "
+               "$LEDGER_DB, else ./ledger.db. Every command takes --db (before or after its "
+               "name); `ledger COMMAND --help` shows its options. Example: ledger append "
+               "night.jsonl && ledger tally --as-of 2030-04-07T23:00:00+02:00",
     )
     # Accepted before the command too (`ledger --db X tally`). A separate dest, because a
     # subcommand's namespace overwrites the top level's.
-    parser.add_argument("--db", dest="global_db", metavar="PATH_OR_URL", help=argparse.SUPPRESS)
+    parser.add_argument("--db", dest="global_db", metavar="PATH_OR_URL",
+                        help="SQLite file or postgresql:// URL of the ledger "
+                        "(default: $LEDGER_DB, else ./ledger.db)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
 
     def command(name: str, help: str, example: str, run: Callable[..., int]) -> Parser:
@@ -70,16 +79,17 @@ def build_parser() -> Parser:
     p.add_argument("--skip-invalid", action="store_true",
                    help="store the valid lines and write the bad ones to --rejects")
     p.add_argument("--rejects", metavar="FILE", help="where --skip-invalid writes bad lines")
-    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument("--format", choices=("table", "json"), default="table",
+                   help="the summary as a line of text (default) or json")
 
     command("replay", "rebuild every read model from the log, from scratch",
             "ledger replay", commands.replay)
     p = command("elections", "list the elections in the ledger", "ledger elections",
                 commands.list_elections)
-    p.add_argument("--format", choices=FORMATS, default="table")
+    _query_options(p)
     p = command("history", "the events in log order, with positions and recorded_at",
-                "ledger history --station north-1 --format json", commands.history)
-    p.add_argument("--station", metavar="ID")
+                "ledger history --station n1 --format json", commands.history)
+    p.add_argument("--station", metavar="ID", help=STATION_HELP)
     _query_options(p)
     p = command("tally", "the preliminary or final tally, or a reporter's parallel tally",
                 "ledger tally --stage final --as-of 2030-04-09T00:00:00+02:00", commands.tally)
@@ -88,8 +98,8 @@ def build_parser() -> Parser:
                 commands.seats)
     _query_options(p, stage=True)
     p = command("audit", "per-station timeline, conflicts, control-check failures, "
-                "discrepancies", "ledger audit --station south-1", commands.audit)
-    p.add_argument("--station", metavar="ID")
+                "discrepancies", "ledger audit --station s1", commands.audit)
+    p.add_argument("--station", metavar="ID", help=STATION_HELP)
     _query_options(p)
     p = command("withheld", "withheld protocols, and the requesting party's share where "
                 "copies were withheld versus given", "ledger withheld --format json",
@@ -106,23 +116,28 @@ def build_parser() -> Parser:
     p = command("verify", "recompute every hash from the stored events; exit 0 only if the log "
                 "is intact and extends the checkpoint",
                 "ledger verify --checkpoint night.ckpt --public-key cec.pub", commands.verify)
-    p.add_argument("--checkpoint", metavar="FILE")
+    p.add_argument("--checkpoint", metavar="FILE", help=CHECKPOINT_HELP + "; the log must "
+                   "extend it")
     p.add_argument("--public-key", metavar="FILE", help="require the checkpoint's signature by "
                    "this Ed25519 public key")
     p = command("prove", "print an inclusion proof (JSON) that one event is in the log",
-                "ledger prove n1-board --checkpoint night.ckpt > n1.proof", commands.prove)
-    p.add_argument("event_id", metavar="EVENT_ID")
+                "ledger prove n1-b --checkpoint night.ckpt > n1.proof", commands.prove)
+    p.add_argument("event_id", metavar="EVENT_ID", help="the event's event_id (as `ledger "
+                   "history` lists it)")
     p.add_argument("--checkpoint", metavar="FILE", help="prove against this checkpoint's tree")
     p = command("check-proof", "verify an inclusion proof offline, without the ledger",
                 "ledger check-proof n1.proof --checkpoint night.ckpt --public-key cec.pub",
                 commands.check_proof)
-    p.add_argument("proof", metavar="PROOF")
-    p.add_argument("--checkpoint", metavar="FILE")
-    p.add_argument("--public-key", metavar="FILE")
+    p.add_argument("proof", metavar="PROOF", help="a proof file written by `ledger prove`")
+    p.add_argument("--checkpoint", metavar="FILE", help=CHECKPOINT_HELP + "; the proof must "
+                   "lead to its root (default: the root inside the proof)")
+    p.add_argument("--public-key", metavar="FILE", help="require the checkpoint's signature by "
+                   "this Ed25519 public key")
     p = command("serve", "serve the ledger over HTTP: the JSON API, a live feed and a live page",
                 "ledger serve --port 8080 --key ledger.key", commands.serve)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--host", default="127.0.0.1", help="the address to listen on "
+                   "(default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8080, help="the port to listen on (default: 8080)")
     p.add_argument("--key", metavar="FILE.key", help="sign checkpoints and write receipts with "
                    "this Ed25519 private key")
     p.add_argument("--body-timeout", type=float, default=None, metavar="SECONDS",
@@ -131,13 +146,14 @@ def build_parser() -> Parser:
                 "optionally, a checkpoint",
                 "ledger check-receipt r.json --public-key ledger.pub --checkpoint night.ckpt",
                 commands.check_receipt)
-    p.add_argument("receipt", metavar="RECEIPT")
-    p.add_argument("--public-key", metavar="FILE.pub", required=True)
-    p.add_argument("--checkpoint", metavar="FILE")
+    p.add_argument("receipt", metavar="RECEIPT", help="a receipt, as `ledger serve` returned it")
+    p.add_argument("--public-key", metavar="FILE.pub", required=True,
+                   help="the ledger's Ed25519 public key (the server's --key)")
+    p.add_argument("--checkpoint", metavar="FILE", help=CHECKPOINT_HELP)
     p = command("keygen", "make an Ed25519 key pair (for checkpoints and signed events); the "
                 "last line printed is the public key in base64, as ReporterRegistered carries it",
                 "ledger keygen cec  (writes cec.key and cec.pub)", commands.keygen)
-    p.add_argument("prefix", metavar="PREFIX")
+    p.add_argument("prefix", metavar="PREFIX", help="writes PREFIX.key and PREFIX.pub")
     p = command("sign", "sign each JSON line as its acting reporter and print the signed lines",
                 "ledger sign --key cec.key night.jsonl > night.signed.jsonl", commands.sign)
     p.add_argument("file", metavar="FILE", help="a JSON Lines file, or - for standard input")
@@ -148,37 +164,61 @@ def build_parser() -> Parser:
                    "lines it must match the reporter the line names")
     p = command("export", "export the results as a NIST SP 1500-100 v2 ElectionReport (JSON)",
                 "ledger export --format nist-err --stage final > report.json", commands.export)
-    p.add_argument("--election", metavar="ID")
-    p.add_argument("--as-of", metavar="TIME")
-    p.add_argument("--known-at", metavar="TIME")
-    p.add_argument("--stage", choices=("preliminary", "final"), default="preliminary")
-    p.add_argument("--format", choices=("nist-err",), required=True)
+    _moment_options(p)
+    p.add_argument("--stage", choices=("preliminary", "final"), default="preliminary",
+                   help=STAGE_HELP)
+    p.add_argument("--format", choices=("nist-err",), required=True,
+                   help="nist-err: NIST SP 1500-100 v2 ElectionReport JSON (the only one)")
     p = command("import", "import a dataset in another format (atomic, like append): an "
                 "OpenElections precinct CSV, or any station-level CSV table through a TOML map",
                 "ledger import openelections 20201103__mt__general__precinct.csv   or   "
                 "ledger import csv duma2016.csv --map docs/maps/ru-duma-2016.toml",
                 commands.import_dataset)
-    p.add_argument("dataset_format", metavar="FORMAT", choices=("openelections", "csv"))
-    p.add_argument("file", metavar="FILE")
+    p.add_argument("dataset_format", metavar="FORMAT", choices=("openelections", "csv"),
+                   help="openelections: an OpenElections precinct-level results CSV "
+                   "(docs/openelections.md); csv: one row per station, columns named by --map "
+                   "(docs/real-data.md)")
+    p.add_argument("file", metavar="FILE", help="the file to import")
     p.add_argument("--map", metavar="MAP.toml", help="for csv: which column holds which "
                    "protocol figure (docs/real-data.md)")
     p.add_argument("--occurred-at", metavar="TIME", help="when the results were issued "
                    "(default: from the file name's date)")
-    p.add_argument("--authority", default="openelections", metavar="ID")
-    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument("--authority", default="openelections", metavar="ID",
+                   help="the authority recorded as defining the elections and issuing the "
+                   "results (default: openelections)")
+    p.add_argument("--format", choices=("table", "json"), default="table",
+                   help="the summary as a line of text (default) or json")
     p = command("report", "write a self-contained HTML report with charts",
                 "ledger report --out night.html --as-of 2030-04-08T06:00:00+02:00",
                 commands.report)
-    p.add_argument("--out", metavar="FILE.html", required=True)
-    p.add_argument("--election", metavar="ID")
-    p.add_argument("--as-of", metavar="TIME")
-    p.add_argument("--known-at", metavar="TIME")
+    p.add_argument("--out", metavar="FILE.html", required=True,
+                   help="where to write the report (never the ledger's own files)")
+    _moment_options(p)
     p = command("demo", "build the Kazakhstan 2007 scenario in a fresh ledger and show it",
                 "ledger demo --dir /tmp/kz2007", commands.demo)
     p.add_argument("--dir", metavar="DIR", help="where to build it (default: ./ledger-demo)")
     p.add_argument("--stations", type=_positive, default=None, metavar="N",
                    help="number of polling stations (default: about ten thousand)")
     return parser
+
+
+def _moment_options(parser: argparse.ArgumentParser) -> None:
+    """--election, --as-of and --known-at, as every query takes them."""
+    parser.add_argument("--election", metavar="ID", help="election id (needed only when the "
+                        "ledger holds more than one)")
+    parser.add_argument("--as-of", metavar="TIME", help="valid time: only events that occurred "
+                        "by TIME (RFC 3339 with offset, or now); default: no bound")
+    parser.add_argument("--known-at", metavar="TIME", help="ledger time: only events the ledger "
+                        "had recorded by TIME (RFC 3339 with offset, or now); default: no bound")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("election-ledger")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
 
 
 def _positive(text: str) -> int:

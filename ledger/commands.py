@@ -192,14 +192,10 @@ def _print_receipt(receipt: Receipt, rejects: str | None) -> None:
 
 
 def _write_rejects(out: IO[bytes], outcome: Any) -> None:
-    reasons: dict[int, list[str]] = {}
-    for problem in outcome.problems:
-        reasons.setdefault(problem.line, []).append(
-            f"{problem.field}: {problem.reason}" if problem.field else problem.reason
-        )
     encoder = msgspec.json.Encoder()
-    for line in outcome.rejected_lines:
-        record = {"line": line.number, "reasons": reasons.get(line.number, []),
+    for line, problems in outcome.rejected_lines:
+        reasons = [f"{p.field}: {p.reason}" if p.field else p.reason for p in problems]
+        record = {"line": line.number, "reasons": reasons,
                   "text": line.text.decode("utf-8", "replace")}
         out.write(encoder.encode(record) + b"\n")
 
@@ -219,7 +215,7 @@ def replay(args: argparse.Namespace) -> int:
 def list_elections(args: argparse.Namespace) -> int:
     moment = _moment(args)
     with _service(args) as service:
-        found = service.elections(moment)
+        found = service.elections(moment, election=args.election)
     return _print({"elections": found}, args.format, rows=found)
 
 
@@ -266,8 +262,9 @@ def seats(args: argparse.Namespace) -> int:
         for c, n in result["seats"].items()
     ]
     header = (f"{result['seats_total']} seats by {result['method']}, threshold "
-              f"{result['threshold_pct']}% of {result['threshold_base']} votes "
-              f"({result['threshold_votes']:.0f}); status {result['status']}")
+              f"{result['threshold_pct']}% of {result['threshold_base']} votes = "
+              f"{result['threshold_votes_exact']} votes ({result['votes_to_pass']} to pass); "
+              f"status {result['status']}")
     for tie in result["ties"]:
         header += f"\ntie: {tie}"
     return _print(result, args.format, rows=rows, header=header)
@@ -390,11 +387,22 @@ def check_proof(args: argparse.Namespace) -> int:
     except ProofError as error:
         print(f"ledger check-proof: FAILED: {error}", file=sys.stderr)
         return 1
-    header = entry.split(b"\n", 4)
+    header = entry.split(b"\n", 5)
     anchor = "the checkpoint" if note else "the root in the proof (no checkpoint given)"
-    print(f"ok: the event at position {header[1].decode()} is leaf {proof['leaf_index']} of "
-          f"the log of {proof['tree_size']} events, under {anchor}")
+    print(f"ok: event {_proved_event_id(header[-1])} at position {header[1].decode()} is leaf "
+          f"{proof['leaf_index']} of the log of {proof['tree_size']} events, under {anchor}")
     return 0
+
+
+def _proved_event_id(payload: bytes) -> str:
+    """The event_id inside the proved entry itself: the proof's own ``event_id`` field is
+    not covered by the hashes, so it is not what was proved."""
+    from ledger.store import decode_payload
+
+    try:
+        return repr(decode_payload(payload).event.event_id)
+    except (msgspec.DecodeError, AttributeError):
+        return "(event_id unreadable)"
 
 
 def check_receipt(args: argparse.Namespace) -> int:
@@ -459,6 +467,10 @@ def sign(args: argparse.Namespace) -> int:
 def demo(args: argparse.Namespace) -> int:
     from ledger.demo import run
 
+    if args.db:
+        # Silently building somewhere else than asked would be worse than refusing.
+        raise BadInput("demo builds its own fresh ledger in --dir (default ./ledger-demo); "
+                       "it does not take --db")
     return run(Path(args.dir or "ledger-demo"), stations=args.stations)
 
 

@@ -41,10 +41,11 @@ class Location:
         if unknown:
             raise BadLocation(f"--db: unknown URL parameter(s) {', '.join(sorted(unknown))}")
         for name in ("connect_timeout", "lock_timeout", "pool_size"):
-            if name in query and not query[name].isdigit():
+            # 0 would mean "wait forever" to PostgreSQL and libpq: never what a retry loop wants.
+            if name in query and not (query[name].isdigit() and int(query[name]) >= 1):
                 raise BadLocation(f"--db: {name} must be a whole number of "
                                   f"{'connections' if name == 'pool_size' else 'seconds'}, "
-                                  f"got {query[name]!r}")
+                                  f"at least 1, got {query[name]!r}")
         try:
             port = str(url.port or 5432)
         except ValueError as error:

@@ -184,8 +184,15 @@ def identity(event: Event, digest: str | None = None) -> str:
     return event.event_id or f"sha256:{digest or content_digest(event)}"
 
 
-def control_check_failures(protocol: ProtocolIssued) -> list[str]:
-    """The arithmetic checks a protocol fails. Failing ones are recorded and flagged, not refused."""
+def control_check_failures(
+    protocol: ProtocolIssued, station_register: int | None = None
+) -> list[str]:
+    """The arithmetic checks a protocol fails. Failing ones are recorded and flagged, not refused.
+
+    The register is the protocol's own ``registered_voters``, else the station's
+    (``station_register``): a protocol that leaves it out must not escape the check that
+    catches ballot stuffing, more ballots than voters.
+    """
     failures = []
     total = sum(protocol.votes.values()) + protocol.invalid
     if total != protocol.ballots_cast:
@@ -196,15 +203,18 @@ def control_check_failures(protocol: ProtocolIssued) -> list[str]:
         failures.append(
             f"ballots_cast {protocol.ballots_cast} > ballots_issued {protocol.ballots_issued}"
         )
-    if (
-        protocol.ballots_issued is not None
-        and protocol.registered_voters is not None
-        and protocol.ballots_issued > protocol.registered_voters
-    ):
-        failures.append(
-            f"ballots_issued {protocol.ballots_issued} > registered_voters "
-            f"{protocol.registered_voters}"
-        )
+    register = protocol.registered_voters
+    whose = "registered_voters"
+    if register is None and station_register is not None:
+        register, whose = station_register, "the station's registered_voters"
+    if register is not None:
+        # ballots_issued bounds ballots_cast (checked above); without it, compare the cast.
+        if protocol.ballots_issued is not None:
+            name, ballots = "ballots_issued", protocol.ballots_issued
+        else:
+            name, ballots = "ballots_cast", protocol.ballots_cast
+        if ballots > register:
+            failures.append(f"{name} {ballots} > {whose} {register}")
     return failures
 
 

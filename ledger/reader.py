@@ -17,7 +17,17 @@ from typing import IO, Any
 import msgspec
 
 from ledger.errors import BadInput, one_line
-from ledger.events import MAX_COUNT, MAX_ID_LENGTH, TYPE_NAMES, Event, decoder
+from ledger.events import (
+    MAX_COUNT,
+    MAX_ID_LENGTH,
+    TYPE_NAMES,
+    ElectionDefined,
+    Event,
+    ResultAnnounced,
+    decoder,
+)
+from ledger.strict_json import BOM, ambiguity, lone_surrogate
+from ledger.timestamps import in_utc, out_of_range
 
 MAX_LINE_BYTES = 1 << 20
 MAX_BATCH_LINES = 5_000_000
@@ -52,6 +62,8 @@ class InputTooLarge(BadInput):
 def read_lines(stream: IO[bytes]) -> Iterator[Line]:
     """Decode every non-blank line of ``stream``, in order."""
     for number, raw in enumerate(_bounded_lines(stream), start=1):
+        if number == 1:
+            raw = raw.removeprefix(BOM)  # Excel and Windows tools start files with one
         text = raw.strip()
         if not text:
             continue
@@ -78,7 +90,7 @@ def parse_line(number: int, text: bytes) -> Line:
     Never raises for any bytes whatever: a hostile line becomes a problem like any other.
     """
     try:
-        return Line(number, text, decoder.decode(text), None)
+        event = decoder.decode(text)
     except msgspec.ValidationError as error:
         return Line(number, text, None, _explain(number, text, str(error)))
     except msgspec.DecodeError as error:
@@ -90,6 +102,21 @@ def parse_line(number: int, text: bytes) -> Line:
         return Line(number, text, None, Problem(
             number, None, "malformed JSON: nested too deeply"
         ))
+    problem = _refusal(number, text, event)
+    return Line(number, text, None if problem else event, problem)
+
+
+# Events with fields holding fractional numbers, whose digits must be checked.
+_FRACTIONAL = (ElectionDefined, ResultAnnounced)
+
+
+def _refusal(number: int, text: bytes, event: Event) -> Problem | None:
+    """What refuses a line that decoded: an instant outside the calendar in UTC, or JSON
+    that another parser could read differently."""
+    if in_utc(event.occurred_at) is None:
+        return Problem(number, "occurred_at", out_of_range(event.occurred_at.isoformat()))
+    found = ambiguity(text, has_fractions=isinstance(event, _FRACTIONAL))
+    return None if found is None else Problem(number, found[0], f"ambiguous JSON: {found[1]}")
 
 
 def _malformed(number: int, text: bytes, message: str) -> Problem:
@@ -97,6 +124,11 @@ def _malformed(number: int, text: bytes, message: str) -> Problem:
         text.decode("utf-8")
     except UnicodeDecodeError as error:
         return Problem(number, None, f"not valid UTF-8 (byte {error.start + 1})")
+    if text.startswith(BOM):
+        return Problem(number, None, "a UTF-8 byte order mark (allowed only at the start "
+                                     "of the input)")
+    if b"\\u" in text and (surrogate := lone_surrogate(text)) is not None:
+        return Problem(number, surrogate[0], f"ambiguous JSON: {surrogate[1]}")
     detail = message.removeprefix("JSON is malformed: ") or "not valid UTF-8"
     return Problem(number, None, f"malformed JSON: {detail}")
 

@@ -120,9 +120,11 @@ def figures_of(protocol: ProtocolIssued) -> dict[str, int | None]:
     return figures
 
 
-def protocol_failures(protocol: ProtocolIssued, election: ElectionDefined | None) -> list[str]:
-    """Every control check ``protocol`` fails: v1's three, then the election's relations."""
-    failures = control_check_failures(protocol)
+def protocol_failures(protocol: ProtocolIssued, election: ElectionDefined | None,
+                      station_register: int | None = None) -> list[str]:
+    """Every control check ``protocol`` fails: v1's (against the station's register when
+    the protocol gives none), then the election's relations."""
+    failures = control_check_failures(protocol, station_register)
     relations = relations_of(election)
     if relations:
         figures = figures_of(protocol)

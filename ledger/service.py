@@ -104,6 +104,21 @@ def answering() -> Iterator[None]:
         raise BadInput(str(error)) from None
 
 
+@contextmanager
+def read_model_file(path: Path) -> Iterator[None]:
+    """SQLite names no file in "unable to open database file": say which, and where."""
+    try:
+        yield
+    except (sqlite3.OperationalError, OSError) as error:
+        reason = error.strerror if isinstance(error, OSError) else str(error)
+        if isinstance(error, sqlite3.OperationalError) and not (
+            "unable to open" in reason or "readonly" in reason
+        ):
+            raise
+        raise Failure(f"cannot write the read models at {path.resolve()}: {reason} (is its "
+                      "directory writable? LEDGER_READ_MODELS can put them elsewhere)") from None
+
+
 class LedgerService:
     """One ledger, for the life of a command or a server process."""
 
@@ -160,7 +175,7 @@ class LedgerService:
             first_position=appended.first_position,
             last_position=appended.last_position,
             flagged=list(outcome.flagged),
-            rejected=len({p.line for p in outcome.problems}) if skip_invalid else 0,
+            rejected=outcome.rejected_count if skip_invalid else 0,
             outcome=outcome,
             read_models_updated=caught_up,
         )
@@ -189,7 +204,9 @@ class LedgerService:
         from projections.apply import rebuild
 
         ledger = self.ledger(must_exist=True)
-        return rebuild(self.location.read_models_path(), log(ledger))
+        path = self.location.read_models_path()
+        with read_model_file(path):
+            return rebuild(path, log(ledger))
 
     # -- the read models -------------------------------------------------------------------
 
@@ -200,15 +217,16 @@ class LedgerService:
 
         path = self.location.read_models_path()
         ledger = self.ledger(must_exist=True)
-        db = open_read_models(path)
-        try:
-            if applied_position(db) > 0 and schema_version(db) == SCHEMA_VERSION:
-                return catch_up(db, ledger)
-        finally:
-            db.conn.close()
-        # A first load is a rebuild (bulk-loaded, then indexed, instead of row by indexed
-        # row); so is a model of an older shape.
-        return rebuild(path, ledger)
+        with read_model_file(path):
+            db = open_read_models(path)
+            try:
+                if applied_position(db) > 0 and schema_version(db) == SCHEMA_VERSION:
+                    return catch_up(db, ledger)
+            finally:
+                db.conn.close()
+            # A first load is a rebuild (bulk-loaded, then indexed, instead of row by indexed
+            # row); so is a model of an older shape.
+            return rebuild(path, ledger)
 
     def read_models_current(self) -> bool:
         """True when the read models hold every logged event, in the current shape."""
@@ -239,11 +257,12 @@ class LedgerService:
 
     # -- questions -------------------------------------------------------------------------
 
-    def elections(self, at: Moment = ALWAYS) -> list[dict[str, Any]]:
+    def elections(self, at: Moment = ALWAYS, *, election: str | None = None
+                  ) -> list[dict[str, Any]]:
         from projections.tally import elections
 
         with self.read_models() as db:
-            return elections(db, at)
+            return elections(db, at, election)
 
     def history(self, at: Moment, *, election: str | None = None,
                 station: str | None = None) -> list[dict[str, Any]]:
@@ -391,6 +410,11 @@ def open_event_store(location: Location, *, must_exist: bool = False) -> Ledger:
 
     if must_exist and not location.is_postgres and not Path(location.db).exists():
         raise BadInput(f"no ledger at {location.db}; append events first (ledger append FILE)")
+    if location.is_postgres:
+        from ledger.reachable import postgres_problem
+
+        if (problem := postgres_problem(location)) is not None:
+            raise Failure(f"cannot use the ledger at {location.describe()}: {problem}")
     try:
         return Ledger(location)
     except PersistenceError as error:

@@ -74,8 +74,12 @@ def check(event: Event, state: LedgerState) -> list[Complaint]:
             problems.append(("appeal", f"appeal {event.appeal!r} was already filed differently"))
         return problems
     if isinstance(event, AppealDecided):
-        if state.appeal(event.election, event.appeal) is None:
+        filed = state.appeal(event.election, event.appeal)
+        if filed is None:
             return [("appeal", f"appeal {event.appeal!r} was never filed in {event.election!r}")]
+        if event.occurred_at < filed.occurred_at:
+            return [("occurred_at", f"the decision is dated before appeal {event.appeal!r} "
+                                    f"was filed ({filed.occurred_at.isoformat()})")]
         return _unknown_stations(event.election, event.stations or [], state, "stations")
     raise TypeError(f"no checks for {type(event).__name__}")  # pragma: no cover
 

@@ -166,8 +166,9 @@ def _apply_page(connection: Any, page: list[Logged]) -> int:
     rows: dict[str, list[tuple]] = defaultdict(list)
     stamps = _Stamps()
     elections = _Elections(connection)  # per page: earlier pages' rows are already visible
+    registers = _Registers(connection)
     for logged in page:
-        _rows_of(logged.position, logged.entry, rows, stamps, elections)
+        _rows_of(logged.position, logged.entry, rows, stamps, elections, registers)
     for table, values in rows.items():
         columns = list(TABLES[table]["columns"])
         marks = ",".join("?" * len(columns))
@@ -189,8 +190,24 @@ def _dump(value: Any) -> str | None:
     return None if value is None else _json.encode(value).decode()
 
 
+class _Registers(dict[tuple[str, str], int | None]):
+    """Stations' registered voters, for control checks of protocols that leave it out:
+    from this page's registrations, else from the stations already applied."""
+
+    def __init__(self, connection: Any) -> None:
+        super().__init__()
+        self.connection = connection
+
+    def __missing__(self, key: tuple[str, str]) -> int | None:
+        row = self.connection.execute(
+            "SELECT registered_voters FROM stations WHERE election = ? AND station = ?", key
+        ).fetchone()
+        self[key] = found = row[0] if row else None
+        return found
+
+
 def _rows_of(position: int, entry: Any, rows: dict[str, list[tuple]], stamps: _Stamps,
-             elections: _Elections) -> None:
+             elections: _Elections, registers: _Registers) -> None:
     event = entry.event
     occurred, recorded = stamps[event.occurred_at], stamps[entry.recorded_at]
     kind = type(event).__name__
@@ -215,8 +232,11 @@ def _rows_of(position: int, entry: Any, rows: dict[str, list[tuple]], stamps: _S
             (event.election, event.station, event.region, event.district,
              event.registered_voters, occurred, recorded, position)
         )
+        registers[(event.election, event.station)] = event.registered_voters
     elif isinstance(event, ProtocolIssued):
-        failures = protocol_failures(event, elections[event.election])
+        register = (registers[(event.election, event.station)]
+                    if event.registered_voters is None else None)
+        failures = protocol_failures(event, elections[event.election], register)
         rows["protocols"].append(
             (position, event.event_id, event.election, event.station, event.reported_by,
              occurred, recorded, event.registered_voters, event.ballots_issued,

@@ -48,10 +48,26 @@ def _params(election: Election, moment: Moment, station: str | None = None) -> d
     return {"election": election.id, **moment.bounds(), "station": station}
 
 
+def require_station(db: Any, station: str, election: str | None) -> None:
+    """The one rule for ``--station``, in every command: it must name a registered station
+    (of ``election``, when one is given), else the question is bad input."""
+    from projections.tally import QueryError
+
+    if not db.execute(
+        "SELECT 1 FROM stations WHERE station = :station "
+        "AND (:election IS NULL OR election = :election) LIMIT 1",
+        {"station": station, "election": election},
+    ).fetchone():
+        where = f" in {election!r}" if election is not None else ""
+        raise QueryError(f"--station: unknown station {station!r}{where}")
+
+
 def history(
     db: Any, moment: Moment, *, election: str | None = None, station: str | None = None
 ) -> list[dict[str, Any]]:
     """Every visible event in log order, optionally of one election or station."""
+    if station is not None:
+        require_station(db, station, election)
     rows = db.execute(
         "SELECT position, recorded_at, occurred_at, type, election, station, event_id, payload, "
         f"signed_by, signing_key, submitted FROM events WHERE {visible()} "
@@ -81,12 +97,7 @@ def audit(
     chosen = load_election(db, election)
     result: dict[str, Any] = {"election": chosen.id, "station": station, **moment.describe()}
     if station is not None:
-        if not db.execute(
-            "SELECT 1 FROM stations WHERE election = ? AND station = ?", [chosen.id, station]
-        ).fetchone():
-            from projections.tally import QueryError
-
-            raise QueryError(f"--station: unknown station {station!r} in {chosen.id!r}")
+        require_station(db, station, chosen.id)
         result["timeline"] = [
             {k: e[k] for k in ("position", "occurred_at", "recorded_at", "type", "event_id",
                                "signed_by", "signing_key")}

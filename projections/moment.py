@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from ledger.timestamps import in_utc, out_of_range
 from projections.apply import stamp
 
 
@@ -76,6 +77,8 @@ def parse_time(text: str, option: str) -> datetime:
             f"{option}: {text!r} has no UTC offset; election nights span time zones, "
             "so write one (e.g. 2030-04-07T23:00:00+02:00 or ...Z)"
         )
+    if in_utc(moment) is None:
+        raise BadMoment(f"{option}: {out_of_range(text.strip())}")
     return moment
 
 

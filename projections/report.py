@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
+from projections.apply import stamp
 from projections.audit import (
     appeals_of,
     conflicts,
@@ -30,6 +31,9 @@ from projections.schema import applied_position
 from projections.tally import COUNTED, Election, seats, tally
 
 NIGHT_POINTS = 24
+# An election night, counted from the first official protocol: long enough for the slowest
+# station to report, short of the recounts and corrections that come days later.
+NIGHT_WINDOW = timedelta(hours=24)
 FORENSICS_PARTIES = 4
 ROW_LIMIT = 200  # longer tables are cut: the CLI's audit views list everything
 METHODS = {
@@ -245,6 +249,34 @@ def _night(ctx: Context) -> str:
     head = '<section id="night"><h2>Through the night</h2>'
     if not series:
         return head + "<p>No official protocol is visible at this moment.</p></section>"
+    return _night_chart_part(ctx, series, head) + _after_the_night(ctx, series[0][0])
+
+
+def _after_the_night(ctx: Context, first: datetime) -> str:
+    """Protocols after the night window (recounts, corrections days later), as a list: on
+    the chart they would stretch the time axis until the night filled its first step."""
+    later = ctx.db.execute(
+        "SELECT occurred_at, station, event_id, supersedes FROM protocols "
+        f"WHERE election = :election AND reported_by = :reporter AND {visible()} "
+        "AND occurred_at > :night_end ORDER BY occurred_at, position",
+        {"election": ctx.election.id, "reporter": ctx.election.authority,
+         **ctx.moment.bounds(), "night_end": stamp(first + NIGHT_WINDOW)},
+    ).fetchall()
+    if not later:
+        return "</section>"
+    rows = [[_when(_instant(at), ctx.zone), station, event_id, supersedes or ""]
+            for at, station, event_id, supersedes in later[:ROW_LIMIT]]
+    return (
+        f"<h3>After the night</h3><p>{_esc(_plural(len(later), 'official protocol'))} arrived "
+        f"more than {NIGHT_WINDOW // timedelta(hours=1)} hours after the first; the chart above leaves "
+        "them out so that the night stays readable. The tallies above include them.</p>"
+        + _table(["Occurred", "Station", "Event", "Supersedes"], rows, table_id="after-night")
+        + _cut(len(later)) + "</section>"
+    )
+
+
+def _night_chart_part(ctx: Context, series: list[tuple[datetime, dict[str, Any]]],
+                      head: str) -> str:
     first, last = series[0][0], series[-1][0]
     span = (f"at {len(series)} moments between the first official protocol "
             f"({_when(first, ctx.zone)}) and the last ({_when(last, ctx.zone)})" if len(series) > 1
@@ -257,19 +289,26 @@ def _night(ctx: Context) -> str:
         "look at which stations reported then.</p>"
         + _figure(_night_chart(ctx, series),
                   "Share of valid votes per party (top) and share of stations reporting (bottom)")
-        + "</section>"
     )
 
 
 def _night_series(ctx: Context) -> list[tuple[datetime, dict[str, Any]]]:
-    first, last = ctx.db.execute(
-        "SELECT MIN(occurred_at), MAX(occurred_at) FROM protocols WHERE election = :election "
-        f"AND reported_by = :reporter AND {visible()}",
-        {"election": ctx.election.id, "reporter": ctx.election.authority, **ctx.moment.bounds()},
-    ).fetchone()
+    params = {"election": ctx.election.id, "reporter": ctx.election.authority,
+              **ctx.moment.bounds()}
+    first = ctx.db.execute(
+        "SELECT MIN(occurred_at) FROM protocols WHERE election = :election "
+        f"AND reported_by = :reporter AND {visible()}", params,
+    ).fetchone()[0]
     if first is None:
         return []
-    start, end = _instant(first), _instant(last)
+    start = _instant(first)
+    # The night is the window after the first protocol; what comes later is listed apart.
+    last = ctx.db.execute(
+        "SELECT MAX(occurred_at) FROM protocols WHERE election = :election "
+        f"AND reported_by = :reporter AND {visible()} AND occurred_at <= :night_end",
+        {**params, "night_end": stamp(start + NIGHT_WINDOW)},
+    ).fetchone()[0]
+    end = _instant(last)
     steps = NIGHT_POINTS - 1 if end > start else 0
     # The known-at bound stays: the night as the ledger knew it at the report's moment.
     times = [start + (end - start) * i / steps if steps else start for i in range(steps + 1)]

@@ -95,7 +95,9 @@ TABLES: dict[str, dict] = {
 }
 
 
-# Bumped whenever a table changes shape: read models of another version are rebuilt.
+# Bumped whenever a table changes shape or what a row holds (3: control checks use the
+# station's register; 4: signed events, protocol lines): read models of another version
+# are rebuilt.
 SCHEMA_VERSION = 4
 
 

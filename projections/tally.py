@@ -8,6 +8,7 @@ decide which stations count. Nothing replays the log.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +16,7 @@ import msgspec
 
 from projections.effective import effective_protocols
 from projections.moment import ALWAYS, Moment, visible
-from projections.seats import allocate, exact_percent, passes_threshold
+from projections.seats import Allocation, allocate, decimal_text, exact_percent, passes_threshold
 
 _votes = msgspec.json.Decoder(dict[str, int]).decode
 
@@ -40,13 +41,16 @@ class Election:
         return {choice: name for choice, name, _ in self.choices}
 
 
-def elections(db: Any, moment: Moment = ALWAYS) -> list[dict[str, Any]]:
-    """The elections defined as of the moment, in the order the ledger learnt of them."""
+def elections(db: Any, moment: Moment = ALWAYS, election: str | None = None
+              ) -> list[dict[str, Any]]:
+    """The elections defined as of the moment (or only ``election``), in the order the
+    ledger learnt of them."""
     return [
         {"id": row[0], "name": row[1]}
         for row in db.execute(
-            f"SELECT election, name FROM elections WHERE {visible()} ORDER BY position",
-            moment.bounds())
+            f"SELECT election, name FROM elections WHERE {visible()} "
+            "AND (:election IS NULL OR election = :election) ORDER BY position",
+            {**moment.bounds(), "election": election})
     ]
 
 
@@ -173,7 +177,10 @@ def tally(
     certified = _final_announcement(db, election, moment) is not None
     base = threshold_base(election, valid_votes=valid, ballots_cast=cast)
     threshold = exact_percent(election.threshold_pct)
-    passing = [c for c in order if passes_threshold(votes.get(c, 0), threshold, base)]
+    defined = _defined(db, election, moment)
+    # Before its definition an election has no threshold to pass (0 of 0 votes is not one).
+    passing = [c for c in order
+               if defined and passes_threshold(votes.get(c, 0), threshold, base)]
     result: dict[str, Any] = {
         "election": election.id,
         "stage": stage,
@@ -193,7 +200,8 @@ def tally(
         "threshold_pct": election.threshold_pct,
         "threshold_base": election.threshold_base,
         "passing": passing,
-        "status": _status(stage, reporting, stations_total, certified, exclusions),
+        "status": _status(stage, reporting, stations_total, certified, exclusions)
+        if defined else NOT_DEFINED,
         "certified": certified,
         "contested": sorted(exclusions.contested),
         "annulled": sorted(exclusions.annulled),
@@ -214,11 +222,14 @@ def seats(db: Any, election: Election, moment: Moment, **options: Any) -> dict[s
     counted = tally(db, election, moment, **options)
     base = threshold_base(election, valid_votes=counted["valid_votes"],
                           ballots_cast=counted["ballots_cast"])
+    order = [choice for choice, _, _ in election.choices]
     allocation = allocate(
         counted["votes"], election.seats, election.method,
-        threshold_pct=election.threshold_pct, threshold_base=base,
-        order=[choice for choice, _, _ in election.choices],
+        threshold_pct=election.threshold_pct, threshold_base=base, order=order,
     )
+    if counted["status"] == NOT_DEFINED:
+        allocation = Allocation(dict.fromkeys(order, 0), [], election.method,
+                                allocation.threshold_votes, [])
     return {
         "election": election.id,
         "stage": counted["stage"],
@@ -233,13 +244,28 @@ def seats(db: Any, election: Election, moment: Moment, **options: Any) -> dict[s
         "votes": counted["votes"],
         "threshold_pct": election.threshold_pct,
         "threshold_base": election.threshold_base,
+        # A float for compatibility; the exact value as text, and the whole votes that pass
+        # (109.2 is not 109: a party with 109 votes fails).
         "threshold_votes": float(allocation.threshold_votes),
+        "threshold_votes_exact": decimal_text(allocation.threshold_votes),
+        "votes_to_pass": math.ceil(allocation.threshold_votes),
         "passing": allocation.passing,
         "ties": allocation.ties,
         "status": counted["status"],
         "stations_reporting": counted["stations_reporting"],
         "stations_total": counted["stations_total"],
     }
+
+
+NOT_DEFINED = "not yet defined"
+
+
+def _defined(db: Any, election: Election, moment: Moment) -> bool:
+    """Whether the election's definition is visible at ``moment``."""
+    return db.execute(
+        f"SELECT 1 FROM elections WHERE election = :election AND {visible()}",
+        {"election": election.id, **moment.bounds()},
+    ).fetchone() is not None
 
 
 def final_exclusions(

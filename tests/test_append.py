@@ -100,7 +100,9 @@ def test_a_bad_line_rejects_the_whole_batch(
     assert message in result.err, result.err
     assert "Traceback" not in result.err
     assert registered.stored_events() == before
-    assert registered.query("history", "--station", "n3")["events"] == []
+    # n3 was never registered: history says so (exit 2), as audit does.
+    unknown = registered.run("history", "--station", "n3")
+    assert (unknown.code, unknown.err) == (2, "ledger: --station: unknown station 'n3'\n")
 
 
 def test_every_problem_is_reported_once_per_line(registered: LedgerUnderTest) -> None:

@@ -8,16 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-from tests.conftest import SHARED
+from tests.conftest import SHARED, require_shared
 
 CHECK = SHARED / "conformance" / "check"
 CHECK_V2 = SHARED / "conformance" / "check-v2"
 
 
-@pytest.mark.skipif(not CHECK.exists(), reason=f"{CHECK} is not here (no ../shared checkout)")
 def test_the_public_conformance_check_passes_completely() -> None:
+    require_shared(CHECK)
     result = subprocess.run(
         [sys.executable, str(CHECK), f"{sys.executable} -m ledger"],
         capture_output=True, text=True, timeout=300,
@@ -26,10 +24,10 @@ def test_the_public_conformance_check_passes_completely() -> None:
     assert result.stdout.strip().splitlines()[-1] == "15 passed, 0 failed"
 
 
-@pytest.mark.skipif(not CHECK_V2.exists(), reason=f"{CHECK_V2} is not here (no ../shared checkout)")
 def test_the_public_v2_sample_passes_completely(tmp_path: Path) -> None:
     """Signed events appended from the command line, then `ledger serve` on a free port:
     the sample signs its events itself, byte for byte as DESIGN.md says."""
+    require_shared(CHECK_V2)
     env = {k: v for k, v in os.environ.items() if k not in ("LEDGER_DB", "LEDGER_READ_MODELS")}
     result = subprocess.run(
         [sys.executable, str(CHECK_V2), f"{sys.executable} -m ledger"],

@@ -193,7 +193,8 @@ def test_an_inclusion_proof_checks_offline(signed: tuple[LedgerUnderTest, Path, 
     checked = ledger.run("check-proof", str(path), "--checkpoint", str(note), "--public-key",
                          str(key))
     assert checked.code == 0, checked.err
-    assert "the event at position 10 is leaf 9 of the log of 10 events" in checked.out
+    # The event_id comes from the proved entry itself (not the proof's unhashed metadata).
+    assert checked.out.startswith("ok: event 's1-b' at position 10 is leaf 9 of the log of 10 events")
     tampered = json.loads(proof.out)
     entry = base64.b64decode(tampered["entry"]).replace(b'"a":600', b'"a":900')
     tampered["entry"] = base64.b64encode(entry).decode()

@@ -29,7 +29,16 @@ from projections.moment import moment
 from projections.nist import election_report
 from projections.schema import connect
 from projections.tally import QueryError, load_election
-from tests.conftest import SHARED, LedgerUnderTest, T, definition, ev, protocol, station
+from tests.conftest import (
+    SHARED,
+    LedgerUnderTest,
+    T,
+    definition,
+    ev,
+    protocol,
+    require_shared,
+    station,
+)
 
 NIST = SHARED / "nist"
 SCHEMA_FILE = NIST / "NIST_V2_election_results_reporting.json"
@@ -48,9 +57,7 @@ Export = Callable[..., Report]
 
 @pytest.fixture(scope="module")
 def schema() -> dict[str, Any]:
-    if not SCHEMA_FILE.is_file():
-        pytest.skip(f"the shared NIST ERR schema is not at {SCHEMA_FILE} (tests.conftest.SHARED "
-                    "points at the checkout's sibling folder shared/)")
+    require_shared(SCHEMA_FILE)
     return json.loads(SCHEMA_FILE.read_text())
 
 

@@ -25,13 +25,20 @@ from projections.apply import rebuild
 from projections.moment import Moment
 from projections.schema import connect
 from projections.tally import load_election, tally
-from tests.conftest import PG_SERVER, SHARED, LedgerUnderTest, postgres_available
+from tests.conftest import (
+    IN_CI,
+    PG_SERVER,
+    SHARED,
+    LedgerUnderTest,
+    require_postgres,
+    require_shared,
+)
 
 DATA = SHARED / "openelections"
 PRECINCTS = DATA / "20201103__mt__general__precinct.csv"
 COUNTIES = DATA / "20201103__mt__general__county.csv"
 needs_shared = pytest.mark.skipif(
-    not PRECINCTS.exists() or not COUNTIES.exists(),
+    not IN_CI and (not PRECINCTS.exists() or not COUNTIES.exists()),
     reason=f"the Montana 2020 OpenElections files are not in {DATA}",
 )
 
@@ -65,10 +72,9 @@ class Imported:
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def montana(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Imported]:
-    if not PRECINCTS.exists() or not COUNTIES.exists():
-        pytest.skip(f"the Montana 2020 OpenElections files are not in {DATA}")
-    if request.param == "postgres" and (reason := postgres_available()):
-        pytest.skip(reason)
+    require_shared(PRECINCTS, COUNTIES)
+    if request.param == "postgres":
+        require_postgres()
     directory = tmp_path_factory.mktemp(f"montana-{request.param}")
     schema = f"test_oe_{uuid.uuid4().hex[:12]}"
     db = str(directory / "ledger.db") if request.param == "sqlite" else f"{PG_SERVER}?schema={schema}"

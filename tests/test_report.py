@@ -16,7 +16,7 @@ from projections.moment import Moment, moment
 from projections.report import PALETTE, render_report
 from projections.schema import connect
 from projections.tally import load_election, seats, tally
-from tests.conftest import LATER, NIGHT, LedgerUnderTest, definition, protocol, station
+from tests.conftest import LATER, NIGHT, LedgerUnderTest, definition, missing, protocol, station
 
 SECTIONS = ("results", "night", "forensics", "withheld", "disputes")
 MIDNIGHT = "2007-08-19T00:00:00+06:00"
@@ -52,7 +52,7 @@ def chromium() -> str:
     for name in ("chromium", "chromium-browser", "google-chrome", "/usr/bin/chromium"):
         if found := shutil.which(name):
             return found
-    pytest.skip("no chromium binary found (apt-get install chromium): the browser checks need one")
+    missing("no chromium binary found (apt-get install chromium): the browser checks need one")
 
 
 def _render(path: Path, at: Moment) -> str:
@@ -282,3 +282,24 @@ def test_names_from_the_ledger_are_escaped(ledger: LedgerUnderTest) -> None:
     assert "<script" not in page and "<b>Council" not in page and "<img" not in page
     assert "Party &lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; $1$ &amp; Co" in page
     assert "&lt;img src=x&gt;" in page
+
+
+def test_a_recount_days_later_does_not_stretch_the_night(registered: LedgerUnderTest) -> None:
+    """The night is 20:00-22:00 on the 7th; the s1 recount comes on the 11th. The chart spans
+    the night only, and the recount is listed after it."""
+    registered.append(*NIGHT)
+    registered.append(*LATER)
+    page = _page_of(registered)
+    assert ("between the first official protocol (7 Apr 2030, 18:00) and the last "
+            "(7 Apr 2030, 20:00)") in page  # in UTC: no moment was given
+    later = Tables(page).rows["after-night"]
+    assert [cells[1:] for _, cells in later] == [["s1", "s1-r", "s1-b"]]
+    assert "1 official protocol arrived more than 24 hours after the first" in page
+
+
+def test_without_later_protocols_there_is_no_after_the_night_list(
+    registered: LedgerUnderTest,
+) -> None:
+    registered.append(*NIGHT)
+    page = _page_of(registered)
+    assert "After the night" not in page and "after-night" not in page

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from projections.seats import METHODS, Allocation, allocate, passes_threshold
+from projections.seats import METHODS, Allocation, allocate, decimal_text, passes_threshold
 
 # The classic Wikipedia example for highest averages methods, 8 seats.
 WIKI = {"A": 100_000, "B": 80_000, "C": 30_000, "D": 20_000}
@@ -373,4 +373,96 @@ def test_every_seat_is_filled_and_only_by_passing_parties(
     for choice, won in result.seats.items():
         if choice not in result.passing or votes[choice] == 0:
             assert won == 0
-    assert result == allocate(votes, seats, method, threshold_pct=pct, threshold_base=base)
+    # An independent expectation, not the code compared with itself: the naive allocation.
+    assert result.seats == naive_allocation(votes, seats, method, result.passing)
+
+
+
+# --- an independent, deliberately naive allocation, and a national-size case ----------------
+
+
+def naive_divisor(method: str, won: int) -> Fraction:
+    if method == "dhondt":
+        return Fraction(won + 1)
+    if method == "modified_sainte_lague" and won == 0:
+        return Fraction(7, 5)
+    return Fraction(2 * won + 1)
+
+
+def naive_allocation(votes: dict[str, int], seats: int, method: str,
+                     passing: list[str]) -> dict[str, int]:
+    """Straight from the textbook, one seat at a time, Fractions everywhere; ties by more
+    votes, then ballot order (the order of ``votes``)."""
+    order = list(votes)
+    won = dict.fromkeys(order, 0)
+    contenders = [c for c in order if c in passing and votes[c] > 0]
+    if not contenders or not seats:
+        return won
+
+    def best(value: dict[str, Fraction], *, smallest: bool = False) -> str:
+        def rank(c: str) -> tuple[Fraction, int, int]:
+            if smallest:
+                return (value[c], votes[c], -order.index(c))
+            return (-value[c], -votes[c], order.index(c))
+        return min(value, key=rank)
+
+    if method == "plurality":
+        for _ in range(min(seats, len(contenders))):
+            left = {c: Fraction(votes[c]) for c in contenders if not won[c]}
+            won[best(left)] = 1
+        return won
+    if method in ("dhondt", "sainte_lague", "modified_sainte_lague"):
+        for _ in range(seats):
+            won[best({c: votes[c] / naive_divisor(method, won[c]) for c in contenders})] += 1
+        return won
+    total = sum(votes[c] for c in contenders)
+    quota = {"hare": Fraction(total, seats), "droop": Fraction(total // (seats + 1) + 1),
+             "hagenbach_bischoff": Fraction(total, seats + 1)}[method]
+    for c in contenders:
+        won[c] = int(votes[c] / quota)
+    while sum(won.values()) < seats:
+        won[best({c: votes[c] - quota * won[c] for c in contenders})] += 1
+    while sum(won.values()) > seats:
+        won[best({c: votes[c] - quota * (won[c] - 1) for c in contenders if won[c]},
+                 smallest=True)] -= 1
+    return won
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_thousand_seats_match_the_naive_allocation(method: str) -> None:
+    votes = {f"p{i}": 100_003 * (i + 1) ** 2 + 7_919 * i for i in range(10)}
+    votes["tied"] = votes["p3"]  # an exact tie somewhere in the ranking
+    result = allocate(votes, 1_000, method)
+    assert result.seats == naive_allocation(votes, 1_000, method, result.passing)
+
+
+@pytest.mark.parametrize("method", ["dhondt", "sainte_lague", "modified_sainte_lague"])
+def test_a_hundred_thousand_seats_among_ten_parties(method: str) -> None:
+    """National scale (once ten seconds of Fractions). Checked by the defining property of a
+    divisor method instead of a second allocation: every seat won has a quotient at least as
+    large as any seat not won, min(v / d(s - 1)) >= max(v / d(s)), and all seats are given."""
+    votes = {f"p{i}": 1_000_003 * (i + 1) + 7_919 * i * i for i in range(10)}
+    seats = allocate(votes, 100_000, method).seats
+    assert sum(seats.values()) == 100_000
+    last_won = min(Fraction(votes[c]) / naive_divisor(method, n - 1) for c, n in seats.items())
+    next_one = max(Fraction(votes[c]) / naive_divisor(method, n) for c, n in seats.items())
+    assert last_won >= next_one
+    if method == "dhondt":  # and close to proportional: within one seat of the exact share
+        total = sum(votes.values())
+        for c, n in seats.items():
+            assert abs(n - Fraction(votes[c] * 100_000, total)) < 1
+
+
+@pytest.mark.parametrize("method", ["hare", "droop", "hagenbach_bischoff"])
+def test_a_hundred_thousand_seats_by_largest_remainder(method: str) -> None:
+    votes = {f"p{i}": 1_000_003 * (i + 1) + 7_919 * i * i for i in range(10)}
+    result = allocate(votes, 100_000, method)
+    assert result.seats == naive_allocation(votes, 100_000, method, result.passing)
+
+
+@pytest.mark.parametrize(("value", "text"), [
+    (Fraction(546, 5), "109.2"), (Fraction(109), "109"), (Fraction(1, 3), "1/3"),
+    (Fraction(1, 8), "0.125"), (Fraction(-7, 20), "-0.35"), (Fraction(3, 1000), "0.003"),
+])
+def test_decimal_text_is_exact(value: Fraction, text: str) -> None:
+    assert decimal_text(value) == text

@@ -14,7 +14,15 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.conftest import PG_SERVER, LedgerUnderTest, definition, postgres_available, protocol, station
+from tests.conftest import (
+    PG_SERVER,
+    LedgerUnderTest,
+    definition,
+    missing,
+    protocol,
+    require_postgres,
+    station,
+)
 from tests.serving import Reporter, Server, lines
 from tests.test_serve import BOARD, WATCH, signed
 
@@ -72,8 +80,8 @@ def test_sigkill_mid_load_loses_no_acknowledged_event_and_resubmitting_stores_ea
     assert keyed.run("verify").code == 0
 
 
-@pytest.mark.skipif(bool(postgres_available()), reason=postgres_available() or "")
 def test_two_servers_on_one_postgresql_ledger_see_each_others_writes(tmp_path: Path) -> None:
+    require_postgres()
     schema = f"test_{uuid.uuid4().hex[:12]}"
     db = f"{PG_SERVER}?schema={schema}"
     first_dir, second_dir = tmp_path / "a", tmp_path / "b"
@@ -110,7 +118,7 @@ def test_two_servers_on_one_postgresql_ledger_see_each_others_writes(tmp_path: P
 def test_the_live_page_shows_the_tally_and_updates_after_a_post(keyed: LedgerUnderTest) -> None:
     chromedriver = shutil.which("chromedriver") or "/usr/bin/chromedriver"
     if not Path(chromedriver).exists():
-        pytest.skip("no chromedriver (apt-get install chromium-driver)")
+        missing("no chromedriver (apt-get install chromium-driver)")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service as DriverService
     from selenium.webdriver.common.by import By
