@@ -29,6 +29,7 @@ from ledger.events import (
     control_check_failures,
     station_of,
 )
+from projections import running as running_totals
 from projections.schema import (
     TABLES,
     applied_position,
@@ -65,8 +66,11 @@ class _Stamps(dict[datetime, str]):
         return text
 
 
-def catch_up(db: Any, log: Log) -> int:
-    """Apply every entry after the model's position; return how many were applied."""
+def catch_up(db: Any, log: Log, *, running: bool = True) -> int:
+    """Apply every entry after the model's position; return how many were applied.
+
+    ``running``: fold each page into the running tally totals as it goes (a rebuild, which
+    loads without indexes, builds them set-wise at the end instead)."""
     if applied_position(db) >= log.head():
         return 0
     applied = 0
@@ -77,10 +81,10 @@ def catch_up(db: Any, log: Log) -> int:
         for logged in log.entries(after=start):
             page.append(logged)
             if len(page) == PAGE:
-                applied += _apply_page(connection, page)
+                applied += _apply_page(connection, page, running)
                 page = []
         if page:
-            applied += _apply_page(connection, page)
+            applied += _apply_page(connection, page, running)
     return applied
 
 
@@ -98,8 +102,10 @@ def rebuild(path: Path, log: Log) -> int:
         try:
             db.execute("PRAGMA journal_mode=OFF")
             db.execute("PRAGMA synchronous=OFF")
-            count = catch_up(db, log)
+            count = catch_up(db, log, running=False)
             create_indexes(db)
+            with writing(db) as connection:
+                running_totals.build(connection)
         finally:
             db.conn.close()
         with fresh.open("rb+") as written:  # on disk before it replaces the old file
@@ -141,7 +147,7 @@ def _swap(fresh: Path, path: Path) -> None:
         old.close()
 
 
-def _apply_page(connection: Any, page: list[Logged]) -> int:
+def _apply_page(connection: Any, page: list[Logged], running: bool = True) -> int:
     rows: dict[str, list[tuple]] = defaultdict(list)
     stamps = _Stamps()
     for logged in page:
@@ -152,6 +158,8 @@ def _apply_page(connection: Any, page: list[Logged]) -> int:
         connection.executemany(
             f"INSERT INTO {table} ({','.join(columns)}) VALUES ({marks})", values
         )
+    if running:
+        running_totals.fold_page(connection, rows)
     connection.execute(
         "INSERT INTO applied (name, position) VALUES ('log', ?) "
         "ON CONFLICT(name) DO UPDATE SET position = excluded.position",

@@ -83,11 +83,23 @@ TABLES: dict[str, dict] = {
         pk="position",
         indexes=[["election", "appeal"]],
     ),
+    # Running totals of the tally (projections/running.py).
+    "tally_steps": dict(
+        columns={"election": str, "reporter": str, "scope": str, "level": str, "bucket": str,
+                 "stations": int, "ballots_cast": int, "invalid": int,
+                 "registered_voters": int, "cast_where_registered": int, "votes": str},
+        pk=("election", "reporter", "scope", "level", "bucket"),
+    ),
+    "tally_complex": dict(
+        columns={"election": str, "station": str, "reporter": str},
+        pk=("election", "station", "reporter"),
+    ),
+    "tally_known": dict(columns={"name": str, "value": str}, pk="name"),
 }
 
 
 # Bumped whenever a table changes shape: read models of another version are rebuilt.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def open_read_models(path: Path | str, *, indexes: bool = True) -> sqlite_utils.Database:
