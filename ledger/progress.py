@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ledger.reader import Line
+if TYPE_CHECKING:
+    from ledger.reader import Line
 
 
 def _bar(total: int | None, unit: str, what: str) -> Any:

@@ -12,7 +12,7 @@ import sqlite3
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -30,6 +30,7 @@ from ledger.events import (
     station_of,
 )
 from projections import running as running_totals
+from projections.moment import stamp
 from projections.schema import (
     TABLES,
     applied_position,
@@ -49,13 +50,6 @@ class Logged(Protocol):
 class Log(Protocol):
     def entries(self, after: int = 0) -> Iterable[Logged]: ...
     def head(self) -> int: ...
-
-
-def stamp(moment: datetime) -> str:
-    """Fixed-width UTC text: comparing two stamps as strings compares the instants."""
-    if moment.tzinfo is not UTC:
-        moment = moment.astimezone(UTC)
-    return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 class _Stamps(dict[datetime, str]):

@@ -12,10 +12,7 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    import sqlite_utils
+from typing import Any
 
 TABLES: dict[str, dict] = {
     "applied": dict(
@@ -102,17 +99,32 @@ TABLES: dict[str, dict] = {
 SCHEMA_VERSION = 3
 
 
-def open_read_models(path: Path | str, *, indexes: bool = True) -> sqlite_utils.Database:
-    """Open (creating if needed) the read-model file at ``path``, to write to it."""
-    import sqlite_utils
+class ReadModels:
+    """The read-model file opened for writing: its connection and ``execute``.
 
+    Plain sqlite3 (the tables are declared above): importing sqlite-utils costs a short
+    command far more than creating a dozen tables does.
+    """
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self.conn = connection
+
+    def execute(self, sql: str, parameters: Any = ()) -> sqlite3.Cursor:
+        return self.conn.execute(sql, parameters)
+
+
+_TYPES = {str: "TEXT", int: "INTEGER", float: "FLOAT"}
+
+
+def open_read_models(path: Path | str, *, indexes: bool = True) -> ReadModels:
+    """Open (creating if needed) the read-model file at ``path``, to write to it."""
     connection = sqlite3.connect(str(path), timeout=30, isolation_level=None)
     # A rollback journal, not WAL: replay swaps in a rebuilt file, and a WAL file left
     # beside the old one would be replayed into the new one.
     connection.execute("PRAGMA journal_mode=DELETE")
     connection.execute("PRAGMA synchronous=NORMAL")
-    db = sqlite_utils.Database(connection)
-    fresh = not db["applied"].exists()
+    db = ReadModels(connection)
+    fresh = not _exists(db, "applied")
     create_tables(db)
     if fresh:
         db.execute("INSERT INTO applied (name, position) VALUES ('schema', ?)", [SCHEMA_VERSION])
@@ -121,17 +133,31 @@ def open_read_models(path: Path | str, *, indexes: bool = True) -> sqlite_utils.
     return db
 
 
-def create_tables(db: sqlite_utils.Database) -> None:
-    for name, spec in TABLES.items():
-        if db[name].exists():
-            continue
-        db[name].create(spec["columns"], pk=spec["pk"], if_not_exists=True)
+def _exists(db: ReadModels, table: str) -> bool:
+    return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                      [table]).fetchone() is not None
 
 
-def create_indexes(db: sqlite_utils.Database) -> None:
+def create_table_sql(name: str) -> str:
+    spec = TABLES[name]
+    pk = spec["pk"]
+    columns = [f"[{column}] {_TYPES[kind]}" + (" PRIMARY KEY" if column == pk else "")
+               for column, kind in spec["columns"].items()]
+    if isinstance(pk, tuple):
+        columns.append(f"PRIMARY KEY ({', '.join(f'[{c}]' for c in pk)})")
+    return f"CREATE TABLE IF NOT EXISTS [{name}] (\n   " + ",\n   ".join(columns) + "\n)"
+
+
+def create_tables(db: ReadModels) -> None:
+    for name in TABLES:
+        db.execute(create_table_sql(name))
+
+
+def create_indexes(db: ReadModels) -> None:
     for name, spec in TABLES.items():
         for columns in spec.get("indexes", []):
-            db[name].create_index(columns, if_not_exists=True)
+            db.execute(f"CREATE INDEX IF NOT EXISTS [idx_{name}_{'_'.join(columns)}] "
+                       f"ON [{name}] ({', '.join(f'[{c}]' for c in columns)})")
         for statement in spec.get("raw_indexes", []):
             db.execute(statement)
 
@@ -155,7 +181,7 @@ def applied_position(db: Any) -> int:
 
 
 @contextmanager
-def writing(db: sqlite_utils.Database) -> Iterator[sqlite3.Connection]:
+def writing(db: ReadModels) -> Iterator[sqlite3.Connection]:
     """An exclusive transaction on the read-model file."""
     connection = db.conn
     connection.execute("BEGIN IMMEDIATE")
