@@ -24,6 +24,8 @@ def effective_protocols(*, one_reporter: bool = True, one_station: bool = False,
     only = (" AND reported_by = :reporter" if one_reporter else "") + (
         " AND station = :station" if one_station else "") + (
         f" AND station IN ({among})" if among else "")
+    # A few stations among many: look them up by station, not by scanning the reporter's.
+    source = "protocols INDEXED BY idx_protocols_election_station" if among else "protocols"
     return f"""
 WITH superseded AS (
     SELECT supersedes FROM protocols
@@ -34,7 +36,7 @@ ranked AS (
            ROW_NUMBER() OVER (
                PARTITION BY station, reported_by ORDER BY occurred_at DESC, position DESC
            ) AS recency
-    FROM protocols
+    FROM {source}
     WHERE election = :election AND {visible()}{only}
       AND event_id NOT IN (SELECT supersedes FROM superseded)
 ),
