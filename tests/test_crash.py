@@ -367,11 +367,11 @@ DIE_AFTER_TWO_PAGES = textwrap.dedent("""
     import projections.apply as apply
     _pages = []
     _apply_page = apply._apply_page
-    def _dying(connection, page):
+    def _dying(connection, page, *rest):
         if len(_pages) == 2:
             os.kill(os.getpid(), signal.SIGKILL)
         _pages.append(len(page))
-        return _apply_page(connection, page)
+        return _apply_page(connection, page, *rest)
     apply._apply_page = _dying
 """)
 
