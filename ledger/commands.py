@@ -16,16 +16,18 @@ import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import msgspec
 
 from ledger import progress
 from ledger.config import Location, locate
 from ledger.errors import BadInput
-from ledger.reader import Line, read_lines
 from ledger.render import as_json, csv_text, table
 from ledger.service import LedgerService, MapRefused, Receipt, Refused, when
+
+if TYPE_CHECKING:  # the event schemas load only when a command reads events
+    from ledger.reader import Line
 
 MAX_PROBLEMS_SHOWN = 50
 
@@ -104,6 +106,8 @@ def _moment(args: argparse.Namespace) -> Any:
 
 
 def append(args: argparse.Namespace) -> int:
+    from ledger.reader import read_lines
+
     if args.skip_invalid and not args.rejects:
         raise BadInput("--skip-invalid needs --rejects FILE to keep the lines it skips")
     if args.rejects and not args.skip_invalid:

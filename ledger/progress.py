@@ -4,12 +4,29 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ledger.reader import Line
+if TYPE_CHECKING:
+    from ledger.reader import Line
+
+
+class _NoBar:
+    """What a bar is where none is drawn: tqdm is not even imported (a short command pays
+    for every import)."""
+
+    def __enter__(self) -> _NoBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def update(self, count: int) -> None:
+        return None
 
 
 def _bar(total: int | None, unit: str, what: str) -> Any:
+    if not sys.stderr.isatty():  # tqdm's own disable=None test, made before importing it
+        return _NoBar()
     from tqdm import tqdm
 
     # disable=None: silent when stderr is not a terminal (scripts, CI, pipes);

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 from ledger.config import Location
 from ledger.errors import BadInput, Failure
 from ledger.head import sqlite_head
-from ledger.reader import Line, Problem
 from projections.moment import ALWAYS, BadMoment, Moment, moment
 from projections.schema import SCHEMA_VERSION, applied_position, connect, schema_version
 from projections.tally import QueryError
@@ -31,6 +30,7 @@ if TYPE_CHECKING:
     from ledger.batch import Outcome
     from ledger.checkpoint import Checkpoint
     from ledger.integrity import Verified
+    from ledger.reader import Line, Problem
     from ledger.station_table import TableMap
     from projections.tally import Election
 

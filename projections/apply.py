@@ -13,7 +13,7 @@ import sqlite3
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -33,6 +33,8 @@ from ledger.events import (
 )
 from ledger.relations import protocol_failures
 from ledger.signatures import fingerprint
+from projections import running as running_totals
+from projections.moment import stamp
 from projections.schema import (
     TABLES,
     applied_position,
@@ -54,13 +56,6 @@ class Log(Protocol):
     def head(self) -> int: ...
 
 
-def stamp(moment: datetime) -> str:
-    """Fixed-width UTC text: comparing two stamps as strings compares the instants."""
-    if moment.tzinfo is not UTC:
-        moment = moment.astimezone(UTC)
-    return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
-
-
 class _Stamps(dict[datetime, str]):
     """Stamps of one page: a batch shares its recorded_at, a night many occurred_at."""
 
@@ -69,8 +64,11 @@ class _Stamps(dict[datetime, str]):
         return text
 
 
-def catch_up(db: Any, log: Log) -> int:
-    """Apply every entry after the model's position; return how many were applied."""
+def catch_up(db: Any, log: Log, *, running: bool = True) -> int:
+    """Apply every entry after the model's position; return how many were applied.
+
+    ``running``: fold each page into the running tally totals as it goes (a rebuild, which
+    loads without indexes, builds them set-wise at the end instead)."""
     if applied_position(db) >= log.head():
         return 0
     applied = 0
@@ -81,10 +79,10 @@ def catch_up(db: Any, log: Log) -> int:
         for logged in log.entries(after=start):
             page.append(logged)
             if len(page) == PAGE:
-                applied += _apply_page(connection, page)
+                applied += _apply_page(connection, page, running)
                 page = []
         if page:
-            applied += _apply_page(connection, page)
+            applied += _apply_page(connection, page, running)
     return applied
 
 
@@ -102,8 +100,10 @@ def rebuild(path: Path, log: Log) -> int:
         try:
             db.execute("PRAGMA journal_mode=OFF")
             db.execute("PRAGMA synchronous=OFF")
-            count = catch_up(db, log)
+            count = catch_up(db, log, running=False)
             create_indexes(db)
+            with writing(db) as connection:
+                running_totals.build(connection)
         finally:
             db.conn.close()
         with fresh.open("rb+") as written:  # on disk before it replaces the old file
@@ -162,7 +162,7 @@ class _Elections(dict[str, ElectionDefined | None]):
         return found  # type: ignore[return-value]
 
 
-def _apply_page(connection: Any, page: list[Logged]) -> int:
+def _apply_page(connection: Any, page: list[Logged], running: bool = True) -> int:
     rows: dict[str, list[tuple]] = defaultdict(list)
     stamps = _Stamps()
     elections = _Elections(connection)  # per page: earlier pages' rows are already visible
@@ -175,6 +175,8 @@ def _apply_page(connection: Any, page: list[Logged]) -> int:
         connection.executemany(
             f"INSERT INTO {table} ({','.join(columns)}) VALUES ({marks})", values
         )
+    if running:
+        running_totals.fold_page(connection, rows)
     connection.execute(
         "INSERT INTO applied (name, position) VALUES ('log', ?) "
         "ON CONFLICT(name) DO UPDATE SET position = excluded.position",

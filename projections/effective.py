@@ -11,16 +11,21 @@ from __future__ import annotations
 from projections.moment import visible
 
 
-def effective_protocols(*, one_reporter: bool = True, one_station: bool = False) -> str:
+def effective_protocols(*, one_reporter: bool = True, one_station: bool = False,
+                        among: str | None = None) -> str:
     """SQL ``WITH`` clauses ending in ``effective``: one row per (station, reporter) with
     ``position, station, reported_by, occurred_at, supersedes, event_id``.
 
     Binds ``:election``, ``:as_of`` and ``:known_at``; with ``one_reporter``, ``:reporter``
     (the query then uses the (election, reporter, occurred_at) index); with ``one_station``,
-    ``:station``. Join ``protocols USING (position)`` for the figures.
+    ``:station``; with ``among``, only the stations that SQL subquery returns. Join
+    ``protocols USING (position)`` for the figures.
     """
     only = (" AND reported_by = :reporter" if one_reporter else "") + (
-        " AND station = :station" if one_station else "")
+        " AND station = :station" if one_station else "") + (
+        f" AND station IN ({among})" if among else "")
+    # A few stations among many: look them up by station, not by scanning the reporter's.
+    source = "protocols INDEXED BY idx_protocols_election_station" if among else "protocols"
     return f"""
 WITH superseded AS (
     SELECT supersedes FROM protocols
@@ -31,7 +36,7 @@ ranked AS (
            ROW_NUMBER() OVER (
                PARTITION BY station, reported_by ORDER BY occurred_at DESC, position DESC
            ) AS recency
-    FROM protocols
+    FROM {source}
     WHERE election = :election AND {visible()}{only}
       AND event_id NOT IN (SELECT supersedes FROM superseded)
 ),

@@ -6,7 +6,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from ledger.timestamps import in_utc, out_of_range
-from projections.apply import stamp
+
+
+def stamp(moment: datetime) -> str:
+    """Fixed-width UTC text: comparing two stamps as strings compares the instants."""
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 class BadMoment(ValueError):

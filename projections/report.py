@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
-from projections.apply import stamp
 from projections.audit import (
     appeals_of,
     conflicts,
@@ -26,7 +25,7 @@ from projections.audit import (
     signers,
     withheld,
 )
-from projections.moment import Moment, visible
+from projections.moment import Moment, stamp, visible
 from projections.schema import applied_position
 from projections.tally import COUNTED, Election, seats, tally
 

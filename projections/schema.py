@@ -12,10 +12,7 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    import sqlite_utils
+from typing import Any
 
 TABLES: dict[str, dict] = {
     "applied": dict(
@@ -92,47 +89,88 @@ TABLES: dict[str, dict] = {
         pk="position",
         indexes=[["election", "appeal"]],
     ),
+    # Running totals of the tally (projections/running.py).
+    "tally_steps": dict(
+        columns={"election": str, "reporter": str, "scope": str, "level": str, "bucket": str,
+                 "stations": int, "ballots_cast": int, "invalid": int,
+                 "registered_voters": int, "cast_where_registered": int, "votes": str},
+        pk=("election", "reporter", "scope", "level", "bucket"),
+    ),
+    "tally_complex": dict(
+        columns={"election": str, "station": str, "reporter": str},
+        pk=("election", "station", "reporter"),
+    ),
+    "tally_known": dict(columns={"name": str, "value": str}, pk="name"),
 }
 
 
 # Bumped whenever a table changes shape or what a row holds (3: control checks use the
-# station's register; 4: signed events, protocol lines): read models of another version
-# are rebuilt.
+# station's register; 4: signed events, protocol lines, running tally totals): read models
+# of another version are rebuilt.
 SCHEMA_VERSION = 4
 
 
-def open_read_models(path: Path | str, *, indexes: bool = True) -> sqlite_utils.Database:
-    """Open (creating if needed) the read-model file at ``path``, to write to it."""
-    import sqlite_utils
+class ReadModels:
+    """The read-model file opened for writing: its connection and ``execute``.
 
+    Creating and indexing the tables is sqlite-utils' job (``create``); an existing file is
+    opened with plain sqlite3, so a short command never imports sqlite-utils (which imports
+    numpy: more than a small append costs in all).
+    """
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self.conn = connection
+
+    def execute(self, sql: str, parameters: Any = ()) -> sqlite3.Cursor:
+        return self.conn.execute(sql, parameters)
+
+
+def open_read_models(path: Path | str, *, indexes: bool = True) -> ReadModels:
+    """Open (creating if needed) the read-model file at ``path``, to write to it."""
     connection = sqlite3.connect(str(path), timeout=30, isolation_level=None)
     # A rollback journal, not WAL: replay swaps in a rebuilt file, and a WAL file left
     # beside the old one would be replayed into the new one.
     connection.execute("PRAGMA journal_mode=DELETE")
     connection.execute("PRAGMA synchronous=NORMAL")
-    db = sqlite_utils.Database(connection)
-    fresh = not db["applied"].exists()
-    create_tables(db)
+    db = ReadModels(connection)
+    fresh = not _existing(db, "table") >= {"applied"}
+    if not _existing(db, "table") >= set(TABLES):
+        create_tables(db)
     if fresh:
         db.execute("INSERT INTO applied (name, position) VALUES ('schema', ?)", [SCHEMA_VERSION])
-    if indexes:
+    if indexes and not _existing(db, "index") >= set(_index_names()):
         create_indexes(db)
     return db
 
 
-def create_tables(db: sqlite_utils.Database) -> None:
+def _existing(db: ReadModels, kind: str) -> set[str]:
+    return {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = ?", [kind])}
+
+
+def _index_names() -> list[str]:
+    """sqlite-utils' names for the indexes declared above (``idx_TABLE_COLUMN_...``)."""
+    return [f"idx_{name}_{'_'.join(columns)}"
+            for name, spec in TABLES.items() for columns in spec.get("indexes", [])]
+
+
+def create_tables(db: ReadModels) -> None:
+    import sqlite_utils
+
+    tables = sqlite_utils.Database(db.conn)
     for name, spec in TABLES.items():
-        if db[name].exists():
-            continue
-        db[name].create(spec["columns"], pk=spec["pk"], if_not_exists=True)
+        tables[name].create(spec["columns"], pk=spec["pk"], if_not_exists=True)
 
 
-def create_indexes(db: sqlite_utils.Database) -> None:
+def create_indexes(db: ReadModels) -> None:
+    import sqlite_utils
+
+    tables = sqlite_utils.Database(db.conn)
     for name, spec in TABLES.items():
         for columns in spec.get("indexes", []):
-            db[name].create_index(columns, if_not_exists=True)
+            tables[name].create_index(columns, if_not_exists=True)
         for statement in spec.get("raw_indexes", []):
             db.execute(statement)
+
 
 
 def connect(path: Path | str) -> sqlite3.Connection:
@@ -154,7 +192,7 @@ def applied_position(db: Any) -> int:
 
 
 @contextmanager
-def writing(db: sqlite_utils.Database) -> Iterator[sqlite3.Connection]:
+def writing(db: ReadModels) -> Iterator[sqlite3.Connection]:
     """An exclusive transaction on the read-model file."""
     connection = db.conn
     connection.execute("BEGIN IMMEDIATE")

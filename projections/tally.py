@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 
+from projections import running
 from projections.effective import effective_protocols
 from projections.moment import ALWAYS, Moment, visible
 from projections.seats import Allocation, allocate, decimal_text, exact_percent, passes_threshold
@@ -91,9 +92,11 @@ def load_election(db: Any, election: str | None) -> Election:
     return Election(*row, choices=choices)
 
 
-# The effective protocols of one reporter (:reporter) that count: those of stations visible at
-# the moment and in :scope, less the stations in :excluded (a JSON list).
-COUNTED = effective_protocols() + f""",
+def counted_protocols(among: str | None = None) -> str:
+    """The effective protocols of one reporter (:reporter) that count: those of stations
+    visible at the moment and in :scope, less the stations in :excluded (a JSON list); with
+    ``among``, only the stations that SQL subquery returns."""
+    return effective_protocols(among=among) + f""",
 in_scope AS (
     SELECT effective.position, effective.station, effective.occurred_at, effective.supersedes,
            stations.registered_voters
@@ -107,6 +110,9 @@ counted AS (
     WHERE station NOT IN (SELECT value FROM json_each(:excluded))
 )
 """
+
+
+COUNTED = counted_protocols()
 
 
 @dataclass(frozen=True)
@@ -151,10 +157,20 @@ def tally(
 
     reporting = cast = invalid = registered = cast_where_registered = 0
     sums: dict[str, int] = {}
+    counted_sql = COUNTED
+    stations_total: int | None = None
+    if not exclusions.stations and running.present_knowledge(db, params["known_at"]):
+        # The running totals answer for every simple station; the exact query only runs
+        # over the few whose protocols were replaced, superseded or doubled.
+        reporting, cast, invalid, registered, cast_where_registered, steps = running.totals(
+            db, election.id, reporter, scope, params["as_of"])
+        sums = {choice: count for choice, (count, naming) in steps.items() if naming}
+        stations_total = running.stations_total(db, election.id, scope, params["as_of"])
+        counted_sql = counted_protocols(among=running.complex_stations())
     # One pass over the counted protocols; summing their vote maps here is faster than
     # SQLite summing one row per (protocol, choice).
     for ballots, spoilt, voters, votes_json in db.execute(
-        COUNTED + "SELECT p.ballots_cast, p.invalid, counted.registered_voters, p.votes "
+        counted_sql + "SELECT p.ballots_cast, p.invalid, counted.registered_voters, p.votes "
         "FROM counted JOIN protocols p USING (position)",
         params,
     ):
@@ -168,11 +184,12 @@ def tally(
             sums[choice] = sums.get(choice, 0) + count
     order = [choice for choice, _, _ in election.choices]
     votes = {choice: sums[choice] for choice in order if choice in sums}
-    stations_total = db.execute(
-        f"SELECT COUNT(*) FROM stations WHERE election = :election AND {visible()} "
-        "AND (:scope IS NULL OR region = :scope OR district = :scope)",
-        params,
-    ).fetchone()[0]
+    if stations_total is None:
+        stations_total = db.execute(
+            f"SELECT COUNT(*) FROM stations WHERE election = :election AND {visible()} "
+            "AND (:scope IS NULL OR region = :scope OR district = :scope)",
+            params,
+        ).fetchone()[0]
     valid = sum(votes.values())
     certified = _final_announcement(db, election, moment) is not None
     base = threshold_base(election, valid_votes=valid, ballots_cast=cast)

@@ -369,11 +369,11 @@ DIE_AFTER_TWO_PAGES = textwrap.dedent("""
     apply.PAGE = 1_000  # pages of 1,000 rows: three pages from a small night
     _pages = []
     _apply_page = apply._apply_page
-    def _dying(connection, page):
+    def _dying(connection, page, *rest):
         if len(_pages) == 2:
             os.kill(os.getpid(), signal.SIGKILL)
         _pages.append(len(page))
-        return _apply_page(connection, page)
+        return _apply_page(connection, page, *rest)
     apply._apply_page = _dying
 """)
 
