@@ -221,8 +221,11 @@ def _largest_remainder(
     ties: list[str] = []
     if left > 0 and method == "hare_to_largest_parties":
         # Floors of the Hare quota leave fewer than len(contenders) seats over.
-        entries = [(Fraction(counts[choice]), choice) for choice in contenders]
-        winners, ties = ranker.take(entries, left, "with {} votes")
+        def votes(choice: str, _: int) -> _Value:
+            return counts[choice], 1
+
+        winners, ties = ranker.take(votes, contenders, left, "with {} votes",
+                                    limits=dict.fromkeys(contenders, 1))
         for choice in winners:
             won[choice] += 1
     elif left > 0:

@@ -137,6 +137,8 @@ def test_read_lines_numbers_every_line_and_skips_only_blank_ones(lines: list[byt
         if line.problem is not None:
             one_line_problem(line, line.number)
     physical = b"\n".join(lines).split(b"\n")
+    # A byte order mark opening the input is not content (Excel writes one): docs/events.md.
+    physical[0] = physical[0].removeprefix(b"\xef\xbb\xbf")
     expected = [n for n, raw in enumerate(physical, start=1) if raw.strip()]
     assert numbers == expected
 

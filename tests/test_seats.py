@@ -416,10 +416,18 @@ def naive_allocation(votes: dict[str, int], seats: int, method: str,
             won[best({c: votes[c] / naive_divisor(method, won[c]) for c in contenders})] += 1
         return won
     total = sum(votes[c] for c in contenders)
-    quota = {"hare": Fraction(total, seats), "droop": Fraction(total // (seats + 1) + 1),
+    quota = {"hare": Fraction(total, seats), "hare_to_largest_parties": Fraction(total, seats),
+             "droop": Fraction(total // (seats + 1) + 1),
              "hagenbach_bischoff": Fraction(total, seats + 1)}[method]
     for c in contenders:
         won[c] = int(votes[c] / quota)
+    if method == "hare_to_largest_parties":  # Georgia: what is left goes to the biggest
+        unseated = {c: Fraction(votes[c]) for c in contenders}
+        while sum(won.values()) < seats:
+            chosen = best(unseated)
+            won[chosen] += 1
+            del unseated[chosen]
+        return won
     while sum(won.values()) < seats:
         won[best({c: votes[c] - quota * won[c] for c in contenders})] += 1
     while sum(won.values()) > seats:
