@@ -11,18 +11,11 @@ from eventsourcing.application import Application
 from eventsourcing.utils import get_topic
 
 from ledger.batch import BatchState, Outcome, Planner
+from ledger.codec import LedgerMapper, NullTranscoder, Payload, decode_payload
 from ledger.config import Location
-from ledger.merkle import leaf_hash
+from ledger.merkle import entry_bytes, leaf_hash
 from ledger.reader import Line
-from ledger.store import (
-    LedgerMapper,
-    NullTranscoder,
-    Payload,
-    WriteSession,
-    decode_payload,
-    entry_bytes,
-    utc_now,
-)
+from ledger.store import WriteSession, utc_now
 
 CHUNK_LINES = 5_000
 CHUNK_BYTES = 4 << 20

@@ -13,6 +13,7 @@ from datetime import datetime
 
 import msgspec
 
+from ledger.codec import Entry, LedgerMapper, decode_payload
 from ledger.events import (
     AppealFiled,
     ElectionDefined,
@@ -34,17 +35,8 @@ from ledger.signatures import (
     reporters_named,
     unsigned_refusal,
 )
-from ledger.store import (
-    Entry,
-    LedgerMapper,
-    NewEntry,
-    StreamKey,
-    WriteSession,
-    decode_payload,
-    reporter_stream,
-    stream_id,
-    stream_key,
-)
+from ledger.store import Accepted, WriteSession
+from ledger.streams import StreamKey, reporter_stream, stream_id, stream_key
 from ledger.validation import Recorded, check, is_restatement
 
 MAX_PROBLEMS_KEPT = 1_000  # a refused batch reports its first problems, and counts the rest
@@ -190,7 +182,7 @@ class Planner:
         self.mapper = LedgerMapper(transcoder=None)  # type: ignore[arg-type]
         self.outcome = Outcome()
 
-    def add(self, lines: Iterable[Line]) -> list[NewEntry]:
+    def add(self, lines: Iterable[Line]) -> list[Accepted]:
         candidates: list[Candidate | Line] = []
         for line in lines:
             if line.event is None:
@@ -208,7 +200,7 @@ class Planner:
                 added.append(entry)
         return added
 
-    def _decide(self, candidate: Candidate) -> NewEntry | None:
+    def _decide(self, candidate: Candidate) -> Accepted | None:
         line, event, digest = candidate.line, candidate.event, candidate.digest
         event_id = candidate.event_id
         # Signatures first: a false claim of authorship is refused even on a repeated line.
@@ -251,7 +243,7 @@ class Planner:
             Entry(stream_id(key), self.state.next_version(key), event, self.recorded_at, signed)
         )
         self.outcome.accepted += 1
-        return NewEntry(
+        return Accepted(
             stored=stored, event_id=event_id, digest=digest, type=type(event).__name__,
             election=event.election, station=station_of(event),
         )

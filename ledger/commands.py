@@ -401,7 +401,7 @@ def check_proof(args: argparse.Namespace) -> int:
 def _proved_event_id(payload: bytes) -> str:
     """The event_id inside the proved entry itself: the proof's own ``event_id`` field is
     not covered by the hashes, so it is not what was proved."""
-    from ledger.store import decode_payload
+    from ledger.codec import decode_payload
 
     try:
         return repr(decode_payload(payload).event.event_id)

@@ -15,8 +15,10 @@ from typing import Any
 
 from ledger import merkle
 from ledger.checkpoint import Checkpoint
+from ledger.codec import decode_payload
+from ledger.merkle import UNSTORED_LEVELS, entry_bytes, fold
 from ledger.signatures import SignatureAudit
-from ledger.store import UNSTORED_LEVELS, Tree, decode_payload, entry_bytes, fold
+from ledger.store import IntegrityIndex
 
 PAGE = 10_000
 
@@ -32,19 +34,19 @@ class Verified:
     checkpoint: Checkpoint | None
 
 
-def origin(tree: Tree) -> str:
+def origin(tree: IntegrityIndex) -> str:
     """A name unique to this log: derived from its first leaf, so it never changes."""
     if tree.size() == 0:
         return "election-ledger/empty"
     return f"election-ledger/{tree.read_node(0, 0).hex()[:16]}"
 
 
-def checkpoint_of(tree: Tree) -> Checkpoint:
+def checkpoint_of(tree: IntegrityIndex) -> Checkpoint:
     size = tree.size()
     return Checkpoint(origin(tree), size, merkle.root_hash(size, tree.read_node))
 
 
-def verify(recorder: Any, tree: Tree, checkpoint: Checkpoint | None = None) -> Verified:
+def verify(recorder: Any, tree: IntegrityIndex, checkpoint: Checkpoint | None = None) -> Verified:
     """Check the whole log against its tree, and the tree against ``checkpoint``."""
     size = _verify_leaves(recorder, tree)
     _verify_interior(tree, size)
@@ -54,12 +56,12 @@ def verify(recorder: Any, tree: Tree, checkpoint: Checkpoint | None = None) -> V
     return Verified(size, root, checkpoint)
 
 
-def _recorded(tree: Tree) -> Checkpoint | None:
+def _recorded(tree: IntegrityIndex) -> Checkpoint | None:
     latest = tree.latest_checkpoint()
     return Checkpoint("recorded", latest[0], latest[1]) if latest else None
 
 
-def _stored_nodes(tree: Tree, level: int) -> Iterator[tuple[int, bytes]]:
+def _stored_nodes(tree: IntegrityIndex, level: int) -> Iterator[tuple[int, bytes]]:
     after = -1
     while True:
         page = tree.level(level, after, PAGE)
@@ -79,7 +81,7 @@ def _events(recorder: Any) -> Iterator[Any]:
         after = page[-1].id
 
 
-def _verify_leaves(recorder: Any, tree: Tree) -> int:
+def _verify_leaves(recorder: Any, tree: IntegrityIndex) -> int:
     leaves = _stored_nodes(tree, 0)
     count = 0
     signatures = SignatureAudit()
@@ -122,7 +124,7 @@ def _check_signatures(signatures: SignatureAudit, stored: Any) -> None:
         raise IntegrityFailure(failure)
 
 
-def _verify_interior(tree: Tree, size: int) -> None:
+def _verify_interior(tree: IntegrityIndex, size: int) -> None:
     """Each stored node must be the fold of the stored nodes one stored level below."""
     required = [0, *(lv for lv in range(1, size.bit_length()) if lv not in UNSTORED_LEVELS)]
     unexpected = set(tree.levels()) - set(required)
@@ -151,7 +153,7 @@ def _verify_interior(tree: Tree, size: int) -> None:
             )
 
 
-def _verify_extends(tree: Tree, size: int, root: bytes, anchor: Checkpoint) -> None:
+def _verify_extends(tree: IntegrityIndex, size: int, root: bytes, anchor: Checkpoint) -> None:
     what = "the checkpoint" if anchor.origin != "recorded" else "the last checkpoint recorded"
     if anchor.size > size:
         raise IntegrityFailure(
@@ -178,7 +180,7 @@ def _b64(value: bytes) -> str:
 
 
 def inclusion_proof(
-    recorder: Any, tree: Tree, event_id: str, checkpoint: Checkpoint | None = None
+    recorder: Any, tree: IntegrityIndex, event_id: str, checkpoint: Checkpoint | None = None
 ) -> dict[str, Any]:
     """Everything needed to check offline that one event is in the log."""
     found = tree.locate(event_id)

@@ -26,16 +26,20 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Protocol
+from typing import Any, Protocol
+from uuid import UUID
 
 __all__ = [
     "EMPTY_ROOT",
     "HASH_SIZE",
+    "UNSTORED_LEVELS",
     "MemoryTree",
     "NodeReader",
     "ProofError",
     "compact_range",
     "consistency_proof",
+    "entry_bytes",
+    "fold",
     "inclusion_proof",
     "leaf_hash",
     "new_nodes",
@@ -339,3 +343,34 @@ class MemoryTree:
         if not 0 <= size <= self.size:
             raise ValueError(f"tree size {size} is outside 0..{self.size}")
         return size
+
+
+# -- what the ledger's leaves commit to, and how unstored levels are recomputed -------------
+
+
+def entry_bytes(position: int, stored: Any) -> bytes:
+    """The canonical bytes of a recorded event: what its Merkle leaf commits to.
+
+    Position, stream, version, type and the stored payload (which holds ``recorded_at``):
+    everything that defines the entry, so that editing, moving or re-dating it changes the leaf.
+    """
+    originator = stored.originator_id
+    stream = originator.hex if isinstance(originator, UUID) else UUID(str(originator)).hex
+    header = f"election-ledger entry v1\n{position}\n{stream}\n{stored.originator_version}\n"
+    state = stored.state
+    # Bytes as stored; a tampered row may hold text instead, which must still hash, not crash.
+    payload = state.encode() if isinstance(state, str) else bytes(state)
+    return header.encode() + stored.topic.encode() + b"\n" + payload
+
+
+# Levels 1-3 of the tree are not stored but recomputed from at most 8 leaves when a proof
+# needs them: that halves the rows each append writes, for a few more hashes per proof.
+UNSTORED_LEVELS = frozenset({1, 2, 3})
+
+
+def fold(hashes: Sequence[bytes]) -> bytes:
+    """The root of a perfect subtree from its 2**k consecutive nodes of one level."""
+    level = list(hashes)
+    while len(level) > 1:
+        level = [node_hash(left, right) for left, right in zip(level[::2], level[1::2], strict=True)]
+    return level[0]

@@ -18,7 +18,8 @@ from eventsourcing.persistence import OperationalError
 from eventsourcing.postgres import PostgresApplicationRecorder
 from psycopg.sql import SQL, Composed, Identifier
 
-from ledger.store import LedgerBusy, MissingNode, NewEntry, Tree, WriteSession, decode_payload
+from ledger.codec import decode_payload
+from ledger.store import Accepted, IntegrityIndex, LedgerBusy, MissingNode, WriteSession
 from ledger.validation import Recorded
 
 _SCHEMA_LOCK = 0x4C45444745520001  # "LEDGER" + 1: serialises first-time table creation
@@ -80,8 +81,8 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
             )
             return [(row["notification_id"], bytes(row["state"])) for row in cursor.fetchall()]
 
-    def tree(self) -> PostgresTree:
-        return PostgresTree(self)
+    def integrity_index(self) -> PostgresIntegrityIndex:
+        return PostgresIntegrityIndex(self)
 
     def create_table(self) -> None:
         """Create the tables once. The library's statements lock the events table, so running
@@ -215,7 +216,7 @@ class PostgresWriteSession(WriteSession):
         )
 
     def insert_events(
-        self, entries: Sequence[NewEntry], recorded_at: datetime, first_leaf: int
+        self, entries: Sequence[Accepted], recorded_at: datetime, first_leaf: int
     ) -> list[int]:
         stored = [e.stored for e in entries]
         self.recorder._insert_stored_events(self.cursor, stored)
@@ -231,7 +232,7 @@ class PostgresWriteSession(WriteSession):
         return positions
 
 
-class PostgresTree(Tree):
+class PostgresIntegrityIndex(IntegrityIndex):
     def __init__(self, recorder: PostgresLedgerRecorder) -> None:
         self.recorder = recorder
         self.merkle = recorder.qualified(recorder.merkle_table)

@@ -78,7 +78,7 @@ def check_against_log(receipt: dict[str, Any], events: list[dict[str, Any]], rec
     """That the log (and the checkpoint's tree) holds each event as the receipt says."""
     from ledger import merkle
     from ledger.integrity import IntegrityFailure, check_proof, inclusion_proof, origin
-    from ledger.store import entry_bytes
+    from ledger.merkle import entry_bytes
 
     if receipt["origin"] != origin(tree):
         raise BadReceipt(f"the receipt is of log {receipt['origin']!r}, this ledger is "

@@ -351,7 +351,7 @@ class LedgerService:
     def origin(self) -> str:
         from ledger.integrity import origin
 
-        return origin(self.ledger(must_exist=True).recorder.tree())
+        return origin(self.ledger(must_exist=True).recorder.integrity_index())
 
     # -- integrity -------------------------------------------------------------------------
 
@@ -361,7 +361,7 @@ class LedgerService:
         from ledger.integrity import checkpoint_of
         from ledger.store import utc_now
 
-        tree = self.ledger(must_exist=True).recorder.tree()
+        tree = self.ledger(must_exist=True).recorder.integrity_index()
         note = checkpoint_of(tree)
         if key is not None:
             note = sign(note, key, name or note.origin)
@@ -377,7 +377,7 @@ class LedgerService:
         from ledger.integrity import verify
 
         recorder = self.ledger(must_exist=True).recorder
-        return verify(recorder, recorder.tree(), anchor)
+        return verify(recorder, recorder.integrity_index(), anchor)
 
     def prove(self, event_id: str, anchor: Checkpoint | None = None) -> dict[str, Any]:
         """The inclusion proof of one event; ``BadInput`` if the log does not hold it."""
@@ -385,7 +385,7 @@ class LedgerService:
 
         recorder = self.ledger(must_exist=True).recorder
         try:
-            return inclusion_proof(recorder, recorder.tree(), event_id, anchor)
+            return inclusion_proof(recorder, recorder.integrity_index(), event_id, anchor)
         except LookupError as error:
             raise BadInput(str(error).strip('"')) from None
 
@@ -398,7 +398,7 @@ class LedgerService:
 
         events = check_signature(receipt, public_key)
         recorder = self.ledger(must_exist=True).recorder
-        check_against_log(receipt, events, recorder, recorder.tree(), anchor)
+        check_against_log(receipt, events, recorder, recorder.integrity_index(), anchor)
         return events
 
 

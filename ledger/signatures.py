@@ -105,9 +105,8 @@ def canonical_submitted(text: bytes | str) -> bytes:
 
     Numbers are read as JCS reads them (IEEE 754 doubles): ``5.0`` and ``1e2`` become
     ``5`` and ``100``. An integer beyond 2^53 - 1 or a number beyond the double range
-    cannot be represented exactly and refuses the line. A member given twice counts once,
-    with its last value, exactly as the event's own decoding takes it: the signature then
-    covers what is stored.
+    cannot be represented exactly and refuses the line. (A member given twice never gets
+    here: the reader refuses it as ambiguous, ``ledger.strict_json``.)
     """
     try:
         submitted = msgspec.json.decode(text)

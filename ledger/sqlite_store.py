@@ -12,14 +12,14 @@ from uuid import UUID
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
 
+from ledger.codec import decode_payload
 from ledger.store import (
+    Accepted,
+    IntegrityIndex,
     LedgerBusy,
     MissingNode,
-    NewEntry,
-    Tree,
     WriteSession,
     chunks,
-    decode_payload,
 )
 from ledger.validation import Recorded
 
@@ -61,8 +61,8 @@ class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
             )
             return [(row[0], row[1]) for row in cursor.fetchall()]
 
-    def tree(self) -> SQLiteTree:
-        return SQLiteTree(self)
+    def integrity_index(self) -> SQLiteIntegrityIndex:
+        return SQLiteIntegrityIndex(self)
 
     @contextmanager
     def writing(self) -> Iterator[WriteSession]:
@@ -193,7 +193,7 @@ class SQLiteWriteSession(WriteSession):
         )
 
     def insert_events(
-        self, entries: Sequence[NewEntry], recorded_at: datetime, first_leaf: int
+        self, entries: Sequence[Accepted], recorded_at: datetime, first_leaf: int
     ) -> list[int]:
         positions = list(
             self.recorder._insert_events(self.cursor, [e.stored for e in entries]) or []
@@ -210,7 +210,7 @@ class SQLiteWriteSession(WriteSession):
         return positions
 
 
-class SQLiteTree(Tree):
+class SQLiteIntegrityIndex(IntegrityIndex):
     """The stored Merkle tree and log, read outside any write transaction."""
 
     def __init__(self, recorder: SQLiteLedgerRecorder) -> None:

@@ -303,7 +303,8 @@ def _show(cell: str) -> str:
 
 def stored_election(ledger: Any, election: str) -> ElectionDefined | None:
     """The election as the ledger holds it: the first event of its stream is its definition."""
-    from ledger.store import decode_payload, stream_id
+    from ledger.codec import decode_payload
+    from ledger.streams import stream_id
 
     stored = ledger.recorder.select_events(stream_id(("election", election)), limit=1)
     found = decode_payload(stored[0].state).event if stored else None

@@ -11,7 +11,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from ledger.store import entry_bytes
+from ledger.merkle import entry_bytes
 from tests.conftest import LATER, NIGHT, PG_SERVER, LedgerUnderTest
 
 SAMPLE = Path(__file__).resolve().parents[1] / "ledger" / "samples" / "council-2030.jsonl"
@@ -130,7 +130,7 @@ def _rebuild_tree(ledger: LedgerUnderTest, size: int) -> None:
     from ledger import merkle
     from ledger.application import Ledger
     from ledger.config import locate
-    from ledger.store import UNSTORED_LEVELS, entry_bytes
+    from ledger.merkle import UNSTORED_LEVELS, entry_bytes
 
     app = Ledger(locate(ledger.db))
     try:
@@ -217,7 +217,7 @@ def test_proofs_hold_in_a_larger_tree_and_an_edited_node_is_caught(
     ledger.append(definition(), *(station(f"x{i}", "R", 100 + i) for i in range(299)))
     app = Ledger(locate(ledger.db))
     try:
-        tree = app.recorder.tree()
+        tree = app.recorder.integrity_index()
         assert tree.size() == 300
         note = checkpoint_of(tree)
         assert note.root == merkle.MemoryTree(
@@ -237,6 +237,6 @@ def test_proofs_hold_in_a_larger_tree_and_an_edited_node_is_caught(
     app = Ledger(locate(ledger.db))
     try:
         with pytest.raises(IntegrityFailure, match=r"tree node \(level 5, index 3\) over leaves 96-127"):
-            verify_log(app.recorder, app.recorder.tree(), None)
+            verify_log(app.recorder, app.recorder.integrity_index(), None)
     finally:
         app.close()

@@ -206,24 +206,23 @@ def test_canonical_json_corners_verify_on_what_was_submitted(
     )
     five = announced.replace('"turnout_pct":1e2', '"turnout_pct":5.0').replace(
         '"preliminary"', '"final"')
-    # A decimal that is not a double: JCS reads it as the double it rounds to (50).
-    long_decimal = announced.replace('"turnout_pct":1e2', '"turnout_pct":50.0000000000000000001'
-                                     ).replace('"national"', '"Région"')
+    # A decimal that is not a double (50.0000000000000000001) is refused before any
+    # signature is looked at: see test_numbers_canonical_json_cannot_represent_refuse_the_line.
     withheld = ('{"type":"ProtocolWithheld","election":"corners","occurred_at":'
                 '"2030-04-07T21:00:00+02:00","station":"é-2","requested_by":"board",'
                 '"reason":"\\"come back\\"\\ntomorrow \\u2014 \\t\\u00e9"}')
-    lines = [board.sign_text(t) for t in (protocol_line, announced, five, long_decimal, withheld)]
+    lines = [board.sign_text(t) for t in (protocol_line, announced, five, withheld)]
     result = ledger.append(*lines)
-    assert "appended 5 event(s)" in result.out
+    assert "appended 4 event(s)" in result.out
     assert ledger.run("verify").code == 0
     events = ledger.query("history", "--election", "corners")["events"]
     signed = [e for e in events if e["signed_by"]]
-    assert len(signed) == 5 and {e["signing_key"] for e in signed} == {board.fingerprint}
+    assert len(signed) == 4 and {e["signing_key"] for e in signed} == {board.fingerprint}
     first = signed[0]
     assert first["station"] == "😀-1" and first["occurred_at_as_submitted"] == "2030-04-07T23:30:00-03:30"
     assert first["event"]["protocol_no"] == 'Nº "7"/a'
     # The same lines re-appended (the same report) are a no-op.
-    assert "appended 0 event(s); 5 already recorded" in ledger.append(*lines).out
+    assert "appended 0 event(s); 4 already recorded" in ledger.append(*lines).out
 
 
 def test_numbers_canonical_json_cannot_represent_refuse_the_line(
@@ -235,15 +234,18 @@ def test_numbers_canonical_json_cannot_represent_refuse_the_line(
     text = json.dumps(good)
     huge = text.replace('"votes": {"a": 1}', '"votes": {"a": 9007199254740993}')
     out_of_range = text.replace('"scope"', '"turnout_pct": 1e400, "scope"')
-    for line in (huge, out_of_range):
+    # JCS would read it as the double 50.0: what was signed is not what was written.
+    long_decimal = text.replace('"scope"', '"turnout_pct": 50.0000000000000000001, "scope"')
+    for line in (huge, out_of_range, long_decimal):
         before = keyed.stored_events()
         assert keyed.append(line, expect=2).code == 2
         assert keyed.stored_events() == before
-    # A member given twice counts once, with its last value, in the event and in the signed
-    # form alike (as JSON.parse and Python's json take it): the signature covers what is stored.
+    # A member given twice is ambiguous evidence (parsers differ on which one counts): the
+    # line is refused, signed or not, so no signature can cover one reading of two.
     duplicated = text.replace('"scope": "national"', '"scope": "North", "scope": "national"')
-    keyed.append(duplicated)
-    assert "1 already recorded" in keyed.append(good).out
+    refused = keyed.append(duplicated, expect=2)
+    assert "scope: ambiguous JSON: the key appears twice" in refused.err
+    keyed.append(good)
     assert keyed.run("verify").code == 0
 
 
