@@ -15,7 +15,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
@@ -43,15 +43,15 @@ from projections.schema import (
     writing,
 )
 
+if TYPE_CHECKING:
+    from ledger.application import Logged
+
 PAGE = 5_000
 
 
-class Logged(Protocol):
-    position: int
-    entry: Any
-
-
 class Log(Protocol):
+    """What the read side needs of the event store: ``ledger.application.Ledger`` is one."""
+
     def entries(self, after: int = 0) -> Iterable[Logged]: ...
     def head(self) -> int: ...
 
