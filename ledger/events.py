@@ -13,6 +13,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from ledger.methods import SEAT_METHODS
+
 MAX_COUNT = 10**12  # far above any real electorate, far below SQLite's 64-bit sums
 MAX_ID_LENGTH = 200
 
@@ -28,10 +30,7 @@ Sha256 = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
 PublicKey = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$")]
 SignatureBytes = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9+/]{85}[AQgw]==$")]
 
-Method = Literal[
-    "dhondt", "sainte_lague", "modified_sainte_lague", "hare", "droop", "hagenbach_bischoff",
-    "plurality", "hare_to_largest_parties",
-]
+Method = Literal[tuple(SEAT_METHODS)]  # type: ignore[valid-type]
 
 
 class Signature(msgspec.Struct, forbid_unknown_fields=True, frozen=True):

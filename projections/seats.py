@@ -50,16 +50,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
-METHODS = (
-    "dhondt",
-    "sainte_lague",
-    "modified_sainte_lague",
-    "hare",
-    "droop",
-    "hagenbach_bischoff",
-    "plurality",
-    "hare_to_largest_parties",
-)
+from ledger.methods import SEAT_METHODS
+
+METHODS = tuple(SEAT_METHODS)
 
 _DIVISOR_METHODS = ("dhondt", "sainte_lague", "modified_sainte_lague")
 _QUOTA_METHODS = ("hare", "droop", "hagenbach_bischoff", "hare_to_largest_parties")
