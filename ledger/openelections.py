@@ -429,12 +429,11 @@ class _Import:
                     votes[choice_id] = votes.get(choice_id, 0) + count
                 else:
                     invalid += count
-            event_id = f"{election}/{station}"
-            if len(event_id) > MAX_ID_LENGTH:
-                event_id = f"{election}/#{hashlib.sha256(station.encode()).hexdigest()[:32]}"
+            # No event_id: like every line, its identity is derived from its content
+            # (events.identity), so re-importing the same file is a no-op.
             yield _line(tally.line, tally.text, {
                 "type": "ProtocolIssued", "election": election, "occurred_at": when,
-                "event_id": event_id, "station": station, "reported_by": authority,
+                "station": station, "reported_by": authority,
                 "registered_voters": self.electorate.get((county_key, precinct)),
                 "ballots_issued": None, "ballots_cast": sum(votes.values()) + invalid,
                 "invalid": invalid, "votes": votes,

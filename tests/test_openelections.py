@@ -187,7 +187,7 @@ def test_events_come_definitions_first_and_match_the_documented_quirks() -> None
     events = [line.event for line in lines]
     first = events[ELECTIONS + PROTOCOLS]
     assert first == ProtocolIssued(
-        election=PRESIDENT, occurred_at=first.occurred_at, event_id=f"{PRESIDENT}/Beaverhead/PRECINCT 01",
+        election=PRESIDENT, occurred_at=first.occurred_at,
         station="Beaverhead/PRECINCT 01", reported_by="openelections", ballots_cast=373, invalid=0,
         votes={"joe-biden": 166, "donald-trump": 192, "jo-jorgensen": 15},
         registered_voters=None, ballots_issued=None,
@@ -268,8 +268,8 @@ def test_a_plain_file_maps_rows_to_contests_stations_and_protocols(tmp_path: Pat
         station="Hill/P 1, North", region="Hill", registered_voters=None)
     hill = events[8]
     assert isinstance(hill, ProtocolIssued)
-    assert (hill.event_id, hill.votes, hill.ballots_cast, hill.invalid) == (
-        "mt-2030-11-05/governor/Hill/P 1, North", {"ann-roe": 10, "bob-doe": 0}, 10, 0)
+    assert (hill.event_id, hill.station, hill.votes, hill.ballots_cast, hill.invalid) == (
+        None, "Hill/P 1, North", {"ann-roe": 10, "bob-doe": 0}, 10, 0)
     assert lines[8].text == b'Hill,"P 1, North",Governor,,REP,Ann Roe,10'
 
 
