@@ -195,7 +195,7 @@ def build_parser() -> Parser:
                    help="where to write the report (never the ledger's own files)")
     _moment_options(p)
     p = command("demo", "build the Kazakhstan 2007 scenario in a fresh ledger and show it",
-                "ledger demo --dir /tmp/kz2007", commands.demo)
+                "ledger demo --dir /tmp/kz2007", lambda args: commands.demo(args, main))
     p.add_argument("--dir", metavar="DIR", help="where to build it (default: ./ledger-demo)")
     p.add_argument("--stations", type=_positive, default=None, metavar="N",
                    help="number of polling stations (default: about ten thousand)")

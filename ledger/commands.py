@@ -13,7 +13,7 @@ import gc
 import os
 import sqlite3
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -468,14 +468,14 @@ def sign(args: argparse.Namespace) -> int:
         return sign_lines(stream, Path(args.key), getattr(args, "as_reporter", None))
 
 
-def demo(args: argparse.Namespace) -> int:
+def demo(args: argparse.Namespace, main: Callable[[list[str]], int]) -> int:
     from ledger.demo import run
 
     if args.db:
         # Silently building somewhere else than asked would be worse than refusing.
         raise BadInput("demo builds its own fresh ledger in --dir (default ./ledger-demo); "
                        "it does not take --db")
-    return run(Path(args.dir or "ledger-demo"), stations=args.stations)
+    return run(Path(args.dir or "ledger-demo"), main, stations=args.stations)
 
 
 # -- rendering -------------------------------------------------------------------------------

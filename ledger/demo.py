@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -238,8 +239,9 @@ MOMENTS = ["2007-08-18T22:00:00+06:00", "2007-08-19T00:00:00+06:00",
            "2007-08-19T03:00:00+06:00", "2007-08-19T06:00:00+06:00"]
 
 
-def run(directory: Path, stations: int | None = None) -> int:
-    from ledger.cli import main
+def run(directory: Path, main: Callable[[list[str]], int], stations: int | None = None) -> int:
+    """Build the scenario in ``directory`` and show it, running each step through ``main``
+    (the command line's entry point, so the demo prints exactly what a user would see)."""
 
     if directory.exists():
         if not (directory / "ledger.db").exists() and any(directory.iterdir()):
