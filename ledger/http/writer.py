@@ -13,6 +13,7 @@ import asyncio
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,10 @@ log = logging.getLogger("ledger.serve")
 
 DEFAULT_CAPACITY = 1_024         # requests waiting; beyond this, 503
 DEFAULT_GROUP_LINES = 4_000      # lines in one transaction: keeps a commit short
+# Under load the read models catch up at most this often (or whenever the queue empties):
+# one catch-up of many commits costs far less than one per commit, and a read that finds
+# them behind the log catches them up itself, so no answer is ever stale.
+CATCH_UP_EVERY = 0.25  # seconds
 
 
 class Saturated(Exception):
@@ -96,10 +101,17 @@ class GroupCommitWriter:
 
     def _run(self) -> None:
         stopping = False
+        behind = False  # committed events the read models do not hold yet
+        caught_up_at = time.monotonic()
         while not stopping:
             group: list[Submission] = []
             lines = 0
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=CATCH_UP_EVERY if behind else None)
+            except queue.Empty:
+                self._catch_up()
+                behind, caught_up_at = False, time.monotonic()
+                continue
             while True:
                 if item is _STOP:
                     stopping = True
@@ -112,23 +124,32 @@ class GroupCommitWriter:
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     break
-            if group:
-                self._commit(group)
+            if group and self._commit(group):
+                behind = True
+            if behind and (stopping or self._queue.empty()
+                           or time.monotonic() - caught_up_at >= CATCH_UP_EVERY):
+                self._catch_up()
+                behind, caught_up_at = False, time.monotonic()
 
-    def _commit(self, group: list[Submission]) -> None:
+    def _catch_up(self) -> None:
+        """Bring the read models up to the log."""
+        try:
+            self.service.refresh_read_models()
+        except Exception as error:  # the log is committed; a read catches the models up
+            log.warning("read models not caught up after a commit: %s", error)
+
+    def _commit(self, group: list[Submission]) -> bool:
+        """Write one group; True if it stored anything."""
         results = self._append_each(group)
         for submission, result in zip(group, results, strict=True):
             submission.settle(result)
         stored = [r for r in results if isinstance(r, Appended) and r.first_position is not None]
         if not stored:
-            return
+            return False
         self.commits += 1
         self.on_commit(min(r.first_position for r in stored),  # type: ignore[type-var]
                        max(r.last_position for r in stored))  # type: ignore[type-var]
-        try:
-            self.service.refresh_read_models()
-        except Exception as error:  # the log is committed; a read catches the models up
-            log.warning("read models not caught up after a commit: %s", error)
+        return True
 
     def _append_each(self, group: list[Submission]) -> list[Appended | BaseException]:
         from ledger.store import LedgerBusy
