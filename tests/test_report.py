@@ -106,6 +106,24 @@ class Tables(HTMLParser):
         return {key: cells[index] for key, cells in self.rows[table]}
 
 
+class Markup(HTMLParser):
+    """The elements a page really contains, and its visible text, as a browser parses them."""
+
+    def __init__(self, page: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.elements: set[str] = set()
+        self.attributes: list[str] = []
+        self.text: list[str] = []
+        self.feed(page)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.elements.add(tag)
+        self.attributes += [value or "" for _, value in attrs]
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
 def _number(text: str) -> int:
     return int(text.replace(",", "").replace("\u2212", "-"))
 
@@ -253,6 +271,26 @@ def test_the_hand_built_night_renders_with_its_hand_computed_numbers(
     assert page.count("<svg") == page.count('<figure class="chart"') == 3  # no withheld chart
 
 
+def test_the_visible_text_of_the_hand_built_night_states_its_figures(
+    registered: LedgerUnderTest,
+) -> None:
+    """What a reader sees, whatever the markup around it. By hand (tests/test_tally.py):
+    n1 850 valid + 10 invalid, n2 corrected 370 + 5, s1 recounted 1200 + 20; 3000 registered."""
+    registered.append(*NIGHT)
+    registered.append(*LATER)
+    page = _page_of(registered)
+    text = " ".join(" ".join(Markup(page).text).split())
+    assert "3 of 3 stations counted · turnout 81.83% · 2,420 valid votes · 35 invalid" in text
+    assert "Party A, 43.80%" in text  # the leader: 1060 / 2420
+    # Final: n2 annulled leaves 2050 valid votes; the threshold is 10% of them.
+    assert "5 seats allocated by D'Hondt among the parties over the threshold (205 votes)" in text
+    tables = Tables(page)
+    # The preliminary announcement said 1200 for a; today's protocols sum to 1060.
+    assert tables.column("preliminary-tally", "Announced \u2212 computed")["a"] == "+140"
+    assert tables.column("preliminary-tally", "Share of valid") == {
+        "a": "43.80%", "b": "34.71%", "c": "14.46%", "d": "7.02%"}  # 1060, 840, 350, 170 of 2420
+
+
 def test_a_moment_before_any_protocol_still_renders(registered: LedgerUnderTest) -> None:
     registered.append(*NIGHT)
     page = _page_of(registered, moment("2030-04-07T19:00:00+02:00"))
@@ -269,19 +307,31 @@ def test_a_single_official_protocol_is_a_single_moment(registered: LedgerUnderTe
     assert _number(Tables(page).column("preliminary-tally", "Votes")["a"]) == 400
 
 
+SCRIPT = "<script>alert(1)</script>"
+
+
 def test_names_from_the_ledger_are_escaped(ledger: LedgerUnderTest) -> None:
+    """Names, ids and reporters come from whoever appended the events: the page shows them
+    as text and never as markup, in table cells, sentences, headings and attributes."""
     hostile = 'Party <script>alert("x")</script> & $1$ & Co'
     ledger.append(
-        definition(name="<b>Council</b>", choices=[{"id": "a", "name": hostile},
-                                                   {"id": "b", "name": "Party B"}]),
-        station("n1", "North", 1000),
-        protocol("n1", "07T20:00:00", {"a": 400, "b": 300}, registered=1000),
-        protocol("n1", "07T20:30:00", {"a": 380, "b": 320}, by="<img src=x>"),
+        definition(name="<b>Council</b>", choices=[{"id": 'a"><i>', "name": hostile},
+                                                   {"id": "b", "name": SCRIPT}]),
+        station(SCRIPT, "North", 1000),
+        protocol(SCRIPT, "07T20:00:00", {'a"><i>': 400, "b": 300}, registered=1000),
+        protocol(SCRIPT, "07T20:30:00", {'a"><i>': 380, "b": 320}, by="<img src=x>"),
     )
     page = _page_of(ledger)
-    assert "<script" not in page and "<b>Council" not in page and "<img" not in page
-    assert "Party &lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; $1$ &amp; Co" in page
-    assert "&lt;img src=x&gt;" in page
+    parsed = Markup(page)
+    assert not parsed.elements & {"script", "b", "i", "img"}, parsed.elements
+    text = "".join(parsed.text)
+    assert text.count(hostile) >= 3  # both tallies and the seats table
+    assert "<b>Council</b>: results report" in text and "<img src=x>" in text
+    assert Tables(page).column("conflicts", "Station") == {None: SCRIPT}
+    assert text.count(SCRIPT) >= 4  # the party's rows and the conflicting station
+    # The choice id is a row's data-key: it stays inside its quotes.
+    assert Tables(page).column("seats", "Votes") == {'a"><i>': "400", "b": "300"}
+    assert 'a"><i>' in parsed.attributes
 
 
 def test_a_recount_days_later_does_not_stretch_the_night(registered: LedgerUnderTest) -> None:
