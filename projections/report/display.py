@@ -6,15 +6,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime, tzinfo
 
+from ledger.methods import SEAT_METHODS
 from projections.moment import Moment
 from projections.tally import Election
 
-METHODS = {
-    "dhondt": "D'Hondt", "sainte_lague": "Sainte-Laguë", "modified_sainte_lague": "modified Sainte-Laguë",
-    "hare": "Hare largest remainder", "droop": "Droop largest remainder",
-    "hagenbach_bischoff": "Hagenbach-Bischoff", "plurality": "plurality",
-    "hare_to_largest_parties": "Hare quota, leftover seats to the largest parties",
-}
 # Okabe-Ito, reordered so the first parties get the most distinct hues; colour-blind safe.
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#8C6D1F", "#555555"]
 OTHER = "#BDBDBD"
@@ -27,7 +22,7 @@ class Num(str):
 
 
 def method_name(method: str) -> str:
-    return METHODS.get(method, method)
+    return SEAT_METHODS.get(method, method)
 
 
 def pct(value: float | None) -> Num | None:
