@@ -70,6 +70,13 @@ class Allocation:
     ties: list[str]
 
 
+def passing_choices(votes: Mapping[str, int], order: Sequence[str], threshold_pct: Fraction,
+                    base: int) -> list[str]:
+    """The choices over the threshold, in ballot order: the one list the tally shows and the
+    allocation shares seats among."""
+    return [choice for choice in order if passes_threshold(votes.get(choice, 0), threshold_pct, base)]
+
+
 def passes_threshold(votes: int, threshold_pct: Fraction, base: int) -> bool:
     """True when ``votes`` is at or over ``threshold_pct`` percent of ``base``."""
     # Multiplying out keeps it in integers/Fractions: no division, no rounding.
@@ -110,7 +117,7 @@ def allocate(
     if pct < 0:
         raise ValueError(f"threshold_pct must not be negative, got {threshold_pct!r}")
     base = sum(counts.values()) if threshold_base is None else threshold_base
-    passing = [choice for choice in order if passes_threshold(counts[choice], pct, base)]
+    passing = passing_choices(counts, order, pct, base)
 
     result = dict.fromkeys(order, 0)
     ties: list[str] = []

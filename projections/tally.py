@@ -17,7 +17,7 @@ import msgspec
 from projections import running
 from projections.effective import effective_protocols
 from projections.moment import ALWAYS, Moment, visible
-from projections.seats import Allocation, allocate, decimal_text, exact_percent, passes_threshold
+from projections.seats import Allocation, allocate, decimal_text, exact_percent, passing_choices
 
 _votes = msgspec.json.Decoder(dict[str, int]).decode
 
@@ -196,8 +196,7 @@ def tally(
     threshold = exact_percent(election.threshold_pct)
     defined = _defined(db, election, moment)
     # Before its definition an election has no threshold to pass (0 of 0 votes is not one).
-    passing = [c for c in order
-               if defined and passes_threshold(votes.get(c, 0), threshold, base)]
+    passing = passing_choices(votes, order, threshold, base) if defined else []
     result: dict[str, Any] = {
         "election": election.id,
         "stage": stage,
