@@ -240,7 +240,8 @@ class Planner:
                 self.outcome.flagged.append(Problem(line.number, "control check", failure))
         key = stream_key(event)
         stored = self.mapper.to_stored_event(
-            Entry(stream_id(key), self.state.next_version(key), event, self.recorded_at, signed)
+            Entry(stream_id(key), self.state.next_version(key), event, self.recorded_at, signed,
+                  submitted_offset(line.event))
         )
         self.outcome.accepted += 1
         return Accepted(
@@ -256,3 +257,9 @@ class Planner:
         if self.keep_rejected:
             outcome.rejected_lines.append((line, problems))
         return None
+
+
+def submitted_offset(event: Event | None) -> int | None:
+    """The UTC offset, in seconds, the line's ``occurred_at`` was written with; None for UTC."""
+    offset = event.occurred_at.utcoffset() if event is not None else None
+    return int(offset.total_seconds()) or None if offset is not None else None

@@ -22,6 +22,7 @@ class Entry(msgspec.Struct, frozen=True):
     event: ElectionEvent
     recorded_at: datetime
     signed: Signed | None = None
+    offset: int | None = None
 
 
 class Payload(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -30,6 +31,9 @@ class Payload(msgspec.Struct, frozen=True, omit_defaults=True):
     # Only on signed events: the submitted form the signature covers. Being in the payload,
     # it is in the Merkle leaf too: stripping it (or the signature) changes the root.
     signed: Signed | None = None
+    # The UTC offset, in seconds, that ``occurred_at`` was written with (the event itself is
+    # kept in UTC so that equal instants hash and sort alike); absent when it was UTC.
+    offset: int | None = None
 
 
 _payload_encoder = msgspec.json.Encoder()
@@ -37,8 +41,11 @@ _payload_decoder = msgspec.json.Decoder(Payload)
 _TOPICS = {cls: get_topic(cls) for cls in ElectionEvent.__args__}
 
 
-def encode_payload(event: Event, recorded_at: datetime, signed: Signed | None = None) -> bytes:
-    return _payload_encoder.encode(Payload(recorded_at=recorded_at, event=event, signed=signed))
+def encode_payload(event: Event, recorded_at: datetime, signed: Signed | None = None,
+                   offset: int | None = None) -> bytes:
+    return _payload_encoder.encode(
+        Payload(recorded_at=recorded_at, event=event, signed=signed, offset=offset or None)
+    )
 
 
 def decode_payload(state: bytes) -> Payload:
@@ -54,7 +61,7 @@ class LedgerMapper(Mapper):
             originator_id=entry.originator_id,
             originator_version=entry.originator_version,
             topic=_TOPICS[type(entry.event)],
-            state=encode_payload(entry.event, entry.recorded_at, entry.signed),
+            state=encode_payload(entry.event, entry.recorded_at, entry.signed, entry.offset),
         )
 
     def to_domain_event(self, stored_event: StoredEvent) -> Any:
@@ -66,6 +73,7 @@ class LedgerMapper(Mapper):
             event=payload.event,
             recorded_at=payload.recorded_at,
             signed=payload.signed,
+            offset=payload.offset,
         )
 
 

@@ -217,7 +217,7 @@ def _rows_of(position: int, entry: Any, rows: dict[str, list[tuple]], stamps: _S
     rows["events"].append(
         (position, event.event_id, event.election, kind, station_of(event), occurred, recorded,
          _dump(event), event.signature.by if signed else None, signed.key if signed else None,
-         bytes(signed.submitted).decode() if signed else None)
+         bytes(signed.submitted).decode() if signed else None, entry.offset)
     )
     if isinstance(event, ElectionDefined):
         elections.setdefault(event.election, event)

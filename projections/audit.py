@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from projections.effective import effective_protocols
@@ -70,7 +71,7 @@ def history(
         require_station(db, station, election)
     rows = db.execute(
         "SELECT position, recorded_at, occurred_at, type, election, station, event_id, payload, "
-        f"signed_by, signing_key, submitted FROM events WHERE {visible()} "
+        f"signed_by, signing_key, submitted, occurred_at_offset FROM events WHERE {visible()} "
         "AND (:election IS NULL OR election = :election) "
         "AND (:station IS NULL OR station = :station) ORDER BY position",
         {**moment.bounds(), "election": election, "station": station},
@@ -78,17 +79,24 @@ def history(
     return [
         {"position": r[0], "recorded_at": r[1], "occurred_at": r[2], "type": r[3],
          "election": r[4], "station": r[5], "event_id": r[6], "event": json.loads(r[7]),
-         **signer(r[8], r[9], r[10])}
+         **signer(r[8], r[9], r[10]), "occurred_at_as_submitted": as_submitted(r[2], r[11])}
         for r in rows
     ]
 
 
+def as_submitted(occurred_at: str, offset: int | None) -> str:
+    """``occurred_at`` (a UTC stamp) as it was written: in the UTC offset it was given with."""
+    instant = datetime.fromisoformat(occurred_at.replace("Z", "+00:00"))
+    zone = timezone(timedelta(seconds=offset)) if offset else UTC
+    written = instant.astimezone(zone)
+    text = written.isoformat(timespec="microseconds" if written.microsecond else "seconds")
+    return text.replace("+00:00", "Z") if not offset else text
+
+
 def signer(by: str | None, key: str | None, submitted: str | None) -> dict[str, Any]:
-    """Who signed an event, with which key, and what exactly was submitted (which keeps
-    the original UTC offset the normalised event no longer shows)."""
+    """Who signed an event, with which key, and what exactly was submitted."""
     form = json.loads(submitted) if submitted else None
-    return {"signed_by": by, "signing_key": key, "submitted": form,
-            "occurred_at_as_submitted": form.get("occurred_at") if form else None}
+    return {"signed_by": by, "signing_key": key, "submitted": form}
 
 
 def audit(

@@ -22,7 +22,9 @@ TABLES: dict[str, dict] = {
         columns={"position": int, "event_id": str, "election": str, "type": str,
                  "station": str, "occurred_at": str, "recorded_at": str, "payload": str,
                  # Signed events: the signer, its key's fingerprint, the object as submitted.
-                 "signed_by": str, "signing_key": str, "submitted": str},
+                 "signed_by": str, "signing_key": str, "submitted": str,
+                 # The UTC offset (seconds) occurred_at was written with, if not UTC.
+                 "occurred_at_offset": int},
         pk="position",
         indexes=[["election", "station", "position"]],
     ),

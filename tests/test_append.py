@@ -267,3 +267,26 @@ def test_stdin_through_a_real_pipe(tmp_path: Path) -> None:
     second = _cli("append", "-", cwd=tmp_path, stdin=text)
     assert first.returncode == second.returncode == 0, first.stderr
     assert f"{len(EVERY_TYPE)} already recorded" in second.stdout
+
+
+def test_history_shows_each_event_with_the_utc_offset_it_was_written_with(
+    registered: LedgerUnderTest,
+) -> None:
+    """The ledger keeps instants in UTC (equal instants hash and sort alike) and the offset
+    beside them: an Almaty protocol reads as written, in Almaty time, in its history."""
+    almaty = protocol("n1", "07T20:00:00", {"a": 10}) | {
+        "occurred_at": "2030-04-08T00:00:00+06:00"}
+    zulu = protocol("n2", "07T20:00:00", {"b": 5}) | {"occurred_at": "2030-04-07T18:00:00Z"}
+    newfoundland = protocol("s1", "07T20:00:00", {"c": 7}) | {
+        "occurred_at": "2030-04-07T14:30:00.250000-03:30"}
+    registered.append(almaty, zulu, newfoundland)
+    events = registered.query("history")["events"][-3:]
+    assert [(e["station"], e["occurred_at"], e["occurred_at_as_submitted"]) for e in events] == [
+        ("n1", "2030-04-07T18:00:00.000000Z", "2030-04-08T00:00:00+06:00"),
+        ("n2", "2030-04-07T18:00:00.000000Z", "2030-04-07T18:00:00Z"),
+        ("s1", "2030-04-07T18:00:00.250000Z", "2030-04-07T14:30:00.250000-03:30"),
+    ]
+    # Same instant, other offset: the same fact, so a no-op (the digest is of the UTC form).
+    again = almaty | {"occurred_at": "2030-04-07T21:00:00+03:00"}
+    assert "1 already recorded" in registered.append(again).out
+    assert registered.run("verify").code == 0
