@@ -169,6 +169,9 @@ def test_limits_and_hostile_requests_get_4xx_json_never_a_500_or_a_stored_event(
         answer = server.get(path)
         assert answer.status == status, (path, answer.body)
         assert answer.json()["problems"], path
+    # Each bad bound is named by its parameter.
+    both = server.get("/v1/elections/council-2030/tally?as_of=bad&known_at=2030-13-01T00:00:00Z")
+    assert [p["field"] for p in both.json()["problems"]] == ["as_of", "known_at"]
     assert server.request("GET", "/v1/events").status == 405
     assert server.request("DELETE", "/v1/elections").status == 405
     assert keyed.stored_events() == stored

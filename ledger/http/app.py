@@ -71,6 +71,15 @@ def _query(request: Request, allowed: tuple[str, ...]) -> dict[str, str]:
 
 
 def _moment(query: dict[str, str]) -> Any:
+    """The moment asked about; a bad bound is a 400 naming its parameter."""
+    problems = []
+    for name in MOMENT:
+        try:
+            when(*(query.get(bound) if bound == name else None for bound in MOMENT), names=MOMENT)
+        except BadInput as error:
+            problems.append(Problem(0, name, str(error).removeprefix(f"{name}: ")))
+    if problems:
+        raise Refusal(400, problems)
     return when(query.get("as_of"), query.get("known_at"), names=MOMENT)
 
 
