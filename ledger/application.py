@@ -87,7 +87,7 @@ class Ledger(Application):
             for chunk in _chunked(lines, CHUNK_LINES):
                 writable = skip_invalid or not planner.outcome.problems
                 if writable:
-                    state.forget()
+                    state.forget(keep_definitions=True)
                 entries = planner.add(chunk)
                 if entries and (skip_invalid or not planner.outcome.problems):
                     positions = session.insert(entries, recorded_at)

@@ -40,6 +40,7 @@ from ledger.streams import StreamKey, reporter_stream, stream_id, stream_key
 from ledger.validation import Recorded, check, is_restatement
 
 MAX_PROBLEMS_KEPT = 1_000  # a refused batch reports its first problems, and counts the rest
+MAX_DEFINITIONS_KEPT = 250_000  # stream definitions kept across chunks: about 100 MB at most
 
 
 @dataclass
@@ -92,10 +93,16 @@ class BatchState:
         self._recorded: dict[str, Recorded | None] = {}
         self.keyring = Keyring()
 
-    def forget(self) -> None:
+    def forget(self, *, keep_definitions: bool = False) -> None:
         """Drop the caches. Safe once the batch's accepted lines are written (the session
-        reads its own writes), and it keeps memory flat however long the batch."""
-        self._definitions.clear()
+        reads its own writes), and it keeps memory flat however long the batch.
+
+        With ``keep_definitions``, what defines each stream stays (up to a bound): a first
+        version never changes, and the next chunk of a national file names the stations
+        the chunks before it registered — reading and decoding them back cost about a
+        tenth of a bulk append."""
+        if not keep_definitions or len(self._definitions) > MAX_DEFINITIONS_KEPT:
+            self._definitions.clear()
         self._heads.clear()
         self._recorded.clear()
         self.keyring.forget()

@@ -290,3 +290,21 @@ def test_history_shows_each_event_with_the_utc_offset_it_was_written_with(
     again = almaty | {"occurred_at": "2030-04-07T21:00:00+03:00"}
     assert "1 already recorded" in registered.append(again).out
     assert registered.run("verify").code == 0
+
+
+def test_a_batch_longer_than_a_chunk_knows_what_its_earlier_chunks_defined(
+    ledger: LedgerUnderTest,
+) -> None:
+    """Lines are planned in chunks of CHUNK_LINES; a station registered in the first chunk
+    is known in the last, and a contradicting registration there is still caught."""
+    from ledger.application import CHUNK_LINES
+
+    stations = [station(f"st-{i}", "North", 100) for i in range(CHUNK_LINES + 10)]
+    late = protocol("st-0", "07T20:00:00", {"a": 60, "b": 30}, invalid=5)
+    ledger.append(definition(), *stations, late)
+    assert ledger.query("tally")["votes"] == {"a": 60, "b": 30}
+    assert ledger.query("tally")["stations_total"] == CHUNK_LINES + 10
+    contradiction = station("st-1", "South", 100)
+    refused = ledger.append(*[station(f"more-{i}", "North", 1) for i in range(CHUNK_LINES)],
+                            contradiction, expect=2)
+    assert f"line {CHUNK_LINES + 1}: station: station 'st-1' is already registered" in refused.err
