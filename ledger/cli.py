@@ -137,7 +137,7 @@ def build_parser() -> Parser:
                 "ledger serve --port 8080 --key ledger.key", commands.serve)
     p.add_argument("--host", default="127.0.0.1", help="the address to listen on "
                    "(default: 127.0.0.1, this machine only)")
-    p.add_argument("--port", type=int, default=8080, help="the port to listen on (default: 8080)")
+    p.add_argument("--port", type=_port, default=8080, help="the port to listen on (default: 8080)")
     p.add_argument("--key", metavar="FILE.key", help="sign checkpoints and write receipts with "
                    "this Ed25519 private key")
     p.add_argument("--body-timeout", type=float, default=None, metavar="SECONDS",
@@ -229,6 +229,12 @@ def _positive(text: str) -> int:
     if not 1 <= value <= MAX_STATIONS:
         raise argparse.ArgumentTypeError(f"expected a number from 1 to {MAX_STATIONS:,}, got {value}")
     return value
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65_535:
+        raise argparse.ArgumentTypeError(f"expected a port from 1 to 65535, got {text!r}")
+    return int(text)
 
 
 MAX_STATIONS = 2_000_000  # about twice India; more would only exhaust the disk

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import http.client
 import json
+import subprocess
+import sys
 import threading
 import urllib.parse
 from collections.abc import Iterator
@@ -312,3 +314,20 @@ def test_the_live_page_is_served(server: Server) -> None:
     page = server.get("/")
     assert page.status == 200 and page.headers["content-type"].startswith("text/html")
     assert b"/v1/feed" in page.body and b"textContent" in page.body
+
+
+def test_a_port_that_cannot_be_used_is_one_line_not_a_traceback(keyed: LedgerUnderTest,
+                                                                 server: Server) -> None:
+    def serve(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "ledger", "serve", *args, "--db", keyed.db],
+                              cwd=keyed.directory, capture_output=True, text=True, timeout=60)
+
+    taken = serve("--port", str(server.port))
+    assert taken.returncode == 1, taken.stderr
+    assert taken.stderr.strip().splitlines() == [
+        f"ledger: cannot listen on 127.0.0.1:{server.port}: Address already in use"]
+    out_of_range = serve("--port", "99999")
+    assert out_of_range.returncode == 2
+    assert "expected a port from 1 to 65535" in out_of_range.stderr
+    assert "Traceback" not in taken.stderr + out_of_range.stderr
+    assert server.get("/v1/elections").status == 200  # the first server is untouched

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 from pathlib import Path
 
 from ledger.config import Location
+from ledger.errors import Failure
 from ledger.service import LedgerService
 
 
@@ -20,6 +22,9 @@ def serve(location: Location, *, host: str, port: int, key_file: str | None = No
     from ledger.http.app import BODY_SECONDS, create_app
 
     key = load_private_key(Path(key_file)) if key_file else None
+    # Bound here, before uvicorn starts: a port in use is then one line and exit 1, not
+    # uvicorn's log and its own exit code.
+    listening = listen(host, port)
     service = LedgerService(location)
     app = create_app(service, key=key, body_seconds=body_seconds or BODY_SECONDS)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
@@ -35,5 +40,17 @@ def serve(location: Location, *, host: str, port: int, key_file: str | None = No
     # the handlers outside it: here, a stop that was asked for is a clean exit (0).
     for stop in (signal.SIGINT, signal.SIGTERM):
         signal.signal(stop, lambda *_: None)
-    server.run()
+    server.run(sockets=[listening])
     return 0 if server.started else 1
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port``, or ``Failure`` saying why it cannot be."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        listening = socket.socket(family, socket.SOCK_STREAM)
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listening.bind((host, port))
+    except OSError as error:
+        raise Failure(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
+    return listening
