@@ -333,8 +333,8 @@ def create_app(service: LedgerService, *, key: Any = None, key_name: str | None 
         try:
             yield
         finally:
-            await run_in_threadpool(writer.stop)
-            service.close()
+            if await run_in_threadpool(writer.stop):
+                service.close()
 
     app = Starlette(routes=ROUTES, lifespan=lifespan, exception_handlers={
         Refusal: on_refusal, BadInput: on_bad_input, Failure: on_failure,

@@ -62,7 +62,7 @@ def screen(body: bytes) -> Screened:
         except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
             envelope = None  # the decoder below says precisely what is wrong
         if envelope is not None:
-            if envelope.type in DEFINITIONS:
+            if isinstance(envelope.type, str) and envelope.type in DEFINITIONS:
                 forbidden.append(Problem(number, "type", f"{envelope.type} is the operator's: "
                                          "definitions are appended locally, not over HTTP"))
             elif envelope.signature is msgspec.UNSET:
@@ -73,7 +73,14 @@ def screen(body: bytes) -> Screened:
                                          '"ed25519": BASE64}'))
         line = parse_line(number, text)
         lines.append(line)
-        if line.problem is not None:
+        if line.problem is None:
+            pass
+        elif (line.problem.field or "").split(".")[0] == SIGNATURE:
+            # A signature object of the right keys whose values are not a reporter id or
+            # base64 of 64 bytes: malformed, so 403 like any signature that cannot verify.
+            if not any(p.line == number for p in forbidden):
+                forbidden.append(line.problem)
+        else:
             malformed.append(line.problem)
     return Screened(lines, unsigned, forbidden, malformed)
 

@@ -77,6 +77,7 @@ class GroupCommitWriter:
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=capacity)
         self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
         self.commits = 0
+        self.stopping = False
 
     def start(self) -> None:
         self._thread.start()
@@ -84,6 +85,8 @@ class GroupCommitWriter:
     def submit(self, lines: Sequence[Line]) -> asyncio.Future[Any]:
         """Queue one request; its future resolves to ``Appended`` or raises ``BatchRejected``,
         ``Busy`` or the unexpected error. ``Saturated`` if the queue is full."""
+        if self.stopping:  # after the last group: nobody would ever write it
+            raise Saturated
         submission = Submission(lines, asyncio.get_running_loop())
         try:
             self._queue.put_nowait(submission)
@@ -91,11 +94,14 @@ class GroupCommitWriter:
             raise Saturated from None
         return submission.future
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """Write everything already queued, then end the thread."""
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Write everything already queued, then end the thread; False if it is still
+        writing after ``timeout`` (the event store must then stay open)."""
+        self.stopping = True
         if self._thread.is_alive():
             self._queue.put(_STOP)
             self._thread.join(timeout)
+        return not self._thread.is_alive()
 
     # -- the writer thread -------------------------------------------------------------------
 
