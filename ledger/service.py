@@ -12,7 +12,7 @@ query against current read models never loads them.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -198,6 +198,37 @@ class LedgerService:
             known = {row[0] for row in db.execute(
                 "SELECT station FROM stations WHERE election = ?", [table_map.election])}
         return read_station_table(path, table_map, known_station=known.__contains__)
+
+    def signature_problems(self, lines: Sequence[Line]) -> list[Problem]:
+        """The signatures among ``lines`` that the keys the ledger holds now refuse. Only to
+        say why a request already refused for its content is refused (signatures come
+        first): what is appended is always checked inside the write transaction."""
+        from ledger.events import decoder
+        from ledger.reader import Problem
+        from ledger.signatures import Keyring, SignatureRefused, authenticate
+
+        elections: dict[str, Any] = {}
+        keyring = Keyring()
+        problems = []
+        with self.read_models() as db:
+            for line in lines:
+                event = line.event
+                if event is None or not event.signature:
+                    continue
+                if event.election not in elections:
+                    row = db.execute(
+                        "SELECT payload FROM events WHERE election = ? AND type = "
+                        "'ElectionDefined' ORDER BY position LIMIT 1", [event.election]).fetchone()
+                    elections[event.election] = decoder.decode(row[0]) if row else None
+                    for (payload,) in db.execute(
+                            "SELECT payload FROM events WHERE election = ? AND type = "
+                            "'ReporterRegistered' ORDER BY position", [event.election]):
+                        keyring.add(decoder.decode(payload))
+                try:
+                    authenticate(event, line.text, elections[event.election], keyring)
+                except SignatureRefused as refused:
+                    problems.append(Problem(line.number, "signature", str(refused)))
+        return problems
 
     def replay(self, log: Callable[[Any], Any] = lambda log: log) -> int:
         """Rebuild every read model from position 0; ``log`` may wrap the log (progress)."""

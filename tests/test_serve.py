@@ -112,6 +112,9 @@ def test_a_request_is_atomic_and_refusals_have_the_contracts_statuses(
          "signature.ed25519"),  # keys right, value not a signature: malformed, so 403
         (lines({**good, "type": [], "signature": {"by": "board", "ed25519": "AAAA"}}), 422, "type"),
         (lines({**good, "type": {"a": 1}}), 401, "signature"),
+        # Signatures come first: a line altered after signing beside one that does not decode.
+        (lines({**BOARD.sign(good), "invalid": 9}) + b'{"type": "ProtocolIssued", \n', 403,
+         "signature"),
         (signed(good, unknown_choice), 422, "votes.zz"),
         (signed(good) + b'{"type": "ProtocolIssued", \n', 422, None),
         (signed(protocol("nowhere", "07T20:00:00", {"a": 1})), 422, "station"),

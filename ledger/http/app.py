@@ -215,7 +215,14 @@ async def post_events(request: Request) -> Response:
     if not screened.lines:
         raise Refusal(422, _problem("the body holds no events (JSON Lines, one event a line)"))
     if screened.problems:
-        raise Refusal(refusal_status(screened), screened.problems)
+        forged: list[Problem] = []
+        if not screened.unsigned and not screened.forbidden:
+            # Refused for its content; but signatures come first: a forged line among the
+            # ones that decoded makes it a 403.
+            forged = await run_in_threadpool(_service(request).signature_problems,
+                                             [line for line in screened.lines if line.event])
+        problems = sorted([*forged, *screened.problems], key=lambda p: p.line)
+        raise Refusal(refusal_status(screened, forged), problems)
     writer: GroupCommitWriter = request.app.state.writer
     try:
         future = writer.submit(screened.lines)
