@@ -34,16 +34,15 @@ NATIONAL = ""  # the scope of the whole election
 LEVELS = (("day", 10), ("hour", 13), ("minute", 16), ("exact", 27))
 
 _votes = msgspec.json.Decoder(dict[str, int]).decode
-# Votes of a step: choice -> [votes, protocols naming the choice]. The count tells a choice
-# no counted protocol names (absent from the tally) from one whose votes add up to 0.
-_step_votes = msgspec.json.Decoder(dict[str, tuple[int, int]]).decode
+_choice_figures = msgspec.json.Decoder(list[int]).decode
 _json = msgspec.json.Encoder(order="sorted")
 
 # One step's figures, as one flat vector (so that adding two is one C-level map): stations,
 # ballots cast, invalid, registered voters, ballots cast where the registered voters are
 # known, then per choice of the election (in ballot order) its votes and the number of
 # protocols naming it. The count tells a choice no counted protocol names (absent from the
-# tally) from one whose votes add up to 0.
+# tally) from one whose votes add up to 0. A stored step keeps the five scalars as columns
+# and the per-choice part as one JSON array (the ``votes`` column), in the same order.
 SCALARS = 5
 
 
@@ -53,6 +52,7 @@ class Layouts(dict[str, dict[str, int]]):
     def __init__(self, db: Any) -> None:
         super().__init__()
         self._db = db
+        self._stations: dict[str, list[int]] = {}
 
     def __missing__(self, election: str) -> dict[str, int]:
         choices = [c for (c,) in self._db.execute(
@@ -77,27 +77,26 @@ class Layouts(dict[str, dict[str, int]]):
         return figures
 
     def station(self, election: str) -> list[int]:
-        figures = [0] * (SCALARS + 2 * len(self[election]))
-        figures[0] = 1
+        """One station's registration as figures (shared: vectors are never changed in
+        place, every sum is a new list)."""
+        figures = self._stations.get(election)
+        if figures is None:
+            figures = [0] * (SCALARS + 2 * len(self[election]))
+            figures[0] = 1
+            self._stations[election] = figures
         return figures
 
     def decode(self, election: str, row: Sequence[Any]) -> list[int]:
-        """A stored step row (five figures and the votes JSON) as a vector."""
-        layout = self[election]
-        figures = [*row[:SCALARS], *([0] * (2 * len(layout)))]
-        for choice, (count, naming) in _step_votes(row[SCALARS]).items():
-            place = layout[choice]
-            figures[place], figures[place + 1] = count, naming
-        return figures
+        """A stored step row (five figures and the per-choice array) as a vector."""
+        return [*row[:SCALARS], *_choice_figures(row[SCALARS])]
 
-    def encode(self, election: str, figures: list[int]) -> tuple[Any, ...] | None:
+    @staticmethod
+    def encode(election: str, figures: list[int]) -> tuple[Any, ...] | None:
         """The stored row of a vector; None when it holds nothing (a step added and taken
         out again leaves no row, as a rebuild would)."""
-        votes = {c: figures[i:i + 2] for c, i in self[election].items()
-                 if figures[i] or figures[i + 1]}
-        if not votes and not any(figures[:SCALARS]):
+        if not any(figures):
             return None
-        return (*figures[:SCALARS], _json.encode(votes).decode())
+        return (*figures[:SCALARS], _json.encode(figures[SCALARS:]).decode())
 
 
 def _scopes(region: str | None, district: str | None) -> list[str]:
@@ -113,27 +112,42 @@ def rollup(entries: Iterable[tuple[str, str, str, str, list[int]]]
            ) -> Iterator[tuple[tuple[str, str, str, str, str], list[int]]]:
     """Exact steps (election, reporter, scope, at, figures), in order of ``at``, summed into
     the buckets of every level: yields ((election, reporter, scope, level, bucket), figures),
-    each bucket once. Holds one open bucket per level and series, so memory stays flat."""
-    levels = [(level, width, {}) for level, width in LEVELS]
-    current = ["" for _ in LEVELS]
+    each bucket once. Holds one open bucket per level and series, so memory stays flat.
+
+    Each step is added once, into its exact stamp; a bucket, when it closes, is added into
+    the open bucket of the next coarser level (an exact stamp into its minute, a minute into
+    its hour, ...), so a step costs one vector sum, not one per level."""
+    widths = [width for _, width in LEVELS]
+    names = [level for level, _ in LEVELS]
+    finest = len(LEVELS) - 1
+    sums: list[dict[tuple[str, str, str], list[int]]] = [{} for _ in LEVELS]
+    exact = sums[finest]
+    current: list[str] = []
+
+    def close(level: int) -> Iterator[tuple[tuple[str, str, str, str, str], list[int]]]:
+        coarser = sums[level - 1] if level else None
+        for series, total in sums[level].items():
+            yield (*series, names[level], current[level]), total
+            if coarser is not None:
+                held = coarser.get(series)
+                coarser[series] = total if held is None else list(map(add, held, total))
+        sums[level].clear()
+
     last_at = None
     for election, reporter, scope, at, figures in entries:
         if at != last_at:
+            if last_at is not None:
+                changed = next(i for i, w in enumerate(widths) if at[:w] != last_at[:w])
+                for level in range(finest, changed - 1, -1):
+                    yield from close(level)
             last_at = at
-            for i, (level, width, sums) in enumerate(levels):
-                bucket = at[:width]
-                if bucket != current[i]:
-                    for series, total in sums.items():
-                        yield (*series, level, current[i]), total
-                    sums.clear()
-                    current[i] = bucket
+            current = [at[:w] for w in widths]
         series = (election, reporter, scope)
-        for _, _, sums in levels:
-            held = sums.get(series)
-            sums[series] = figures if held is None else list(map(add, held, figures))
-    for i, (level, _, sums) in enumerate(levels):
-        for series, total in sums.items():
-            yield (*series, level, current[i]), total
+        held = exact.get(series)
+        exact[series] = figures if held is None else list(map(add, held, figures))
+    if last_at is not None:
+        for level in range(finest, -1, -1):
+            yield from close(level)
 
 
 class Steps:

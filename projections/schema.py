@@ -107,9 +107,9 @@ TABLES: dict[str, dict] = {
 
 
 # Bumped whenever a table changes shape or what a row holds (3: control checks use the
-# station's register; 4: signed events, protocol lines, running tally totals): read models
-# of another version are rebuilt.
-SCHEMA_VERSION = 4
+# station's register; 4: signed events, protocol lines, running tally totals; 5: a step's
+# per-choice figures as one array): read models of another version are rebuilt.
+SCHEMA_VERSION = 5
 
 
 class ReadModels:
