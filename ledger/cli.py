@@ -218,7 +218,8 @@ class _Version(argparse.Action):
     importlib.metadata costs about a fifth of a query's whole run."""
 
     def __call__(self, parser: argparse.ArgumentParser, *_: object) -> NoReturn:
-        parser.exit(message=f"{parser.prog} {_version()}\n")
+        print(f"{parser.prog} {_version()}")
+        parser.exit()
 
 
 def _version() -> str:

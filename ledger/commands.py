@@ -18,8 +18,6 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-import msgspec
-
 from ledger import progress
 from ledger.config import Location, locate
 from ledger.errors import BadInput
@@ -196,6 +194,8 @@ def _print_receipt(receipt: Receipt, rejects: str | None) -> None:
 
 
 def _write_rejects(out: IO[bytes], outcome: Any) -> None:
+    import msgspec
+
     encoder = msgspec.json.Encoder()
     for line, problems in outcome.rejected_lines:
         reasons = [f"{p.field}: {p.reason}" if p.field else p.reason for p in problems]
@@ -373,6 +373,8 @@ def prove(args: argparse.Namespace) -> int:
 
 
 def check_proof(args: argparse.Namespace) -> int:
+    import msgspec
+
     from ledger.checkpoint import load_public_key, read_checkpoint, verify_signature
     from ledger.integrity import check_proof as check
     from ledger.merkle import ProofError
@@ -401,6 +403,8 @@ def check_proof(args: argparse.Namespace) -> int:
 def _proved_event_id(payload: bytes) -> str:
     """The event_id inside the proved entry itself: the proof's own ``event_id`` field is
     not covered by the hashes, so it is not what was proved."""
+    import msgspec
+
     from ledger.codec import decode_payload
 
     try:
@@ -410,6 +414,8 @@ def _proved_event_id(payload: bytes) -> str:
 
 
 def check_receipt(args: argparse.Namespace) -> int:
+    import msgspec
+
     from ledger.checkpoint import load_public_key, read_checkpoint
     from ledger.receipt import BadReceipt
 

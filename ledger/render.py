@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import Sequence
 from typing import Any
-
-import msgspec
 
 FORMATS = ("table", "json", "csv")
 
 
 def as_json(result: Any) -> str:
-    return msgspec.json.format(msgspec.json.encode(result), indent=2).decode()
+    """Indented JSON, UTF-8 as is. The standard library's, not msgspec's: a query process
+    that needs nothing else of msgspec starts faster without it."""
+    return json.dumps(result, indent=2, ensure_ascii=False, allow_nan=False)
 
 
 def table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
@@ -53,11 +54,11 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.2f}"
     if isinstance(value, list | dict):
-        return msgspec.json.encode(value).decode()
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
     return str(value)
 
 
 def _csv_cell(value: Any) -> Any:
     if isinstance(value, list | dict):
-        return msgspec.json.encode(value).decode()
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
     return "" if value is None else value

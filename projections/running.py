@@ -21,21 +21,19 @@ recorded event is answered by the full query (projections/tally.py decides).
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from operator import add
 from typing import Any
 
-import msgspec
+from projections.codec import sorted_json, vote_maps
 
 REGISTRY = ""  # the reporter under which station registrations are stepped
 NATIONAL = ""  # the scope of the whole election
 # Bucket widths, as prefixes of a fixed-width UTC stamp 'YYYY-MM-DDTHH:MM:SS.ffffffZ'.
 LEVELS = (("day", 10), ("hour", 13), ("minute", 16), ("exact", 27))
 
-_votes = msgspec.json.Decoder(dict[str, int]).decode
-_choice_figures = msgspec.json.Decoder(list[int]).decode
-_json = msgspec.json.Encoder(order="sorted")
 
 # One step's figures, as one flat vector (so that adding two is one C-level map): stations,
 # ballots cast, invalid, registered voters, ballots cast where the registered voters are
@@ -88,7 +86,7 @@ class Layouts(dict[str, dict[str, int]]):
 
     def decode(self, election: str, row: Sequence[Any]) -> list[int]:
         """A stored step row (five figures and the per-choice array) as a vector."""
-        return [*row[:SCALARS], *_choice_figures(row[SCALARS])]
+        return [*row[:SCALARS], *json.loads(row[SCALARS])]
 
     @staticmethod
     def encode(election: str, figures: list[int]) -> tuple[Any, ...] | None:
@@ -96,7 +94,7 @@ class Layouts(dict[str, dict[str, int]]):
         out again leaves no row, as a rebuild would)."""
         if not any(figures):
             return None
-        return (*figures[:SCALARS], _json.encode(figures[SCALARS:]).decode())
+        return (*figures[:SCALARS], sorted_json()(figures[SCALARS:]).decode())
 
 
 def _scopes(region: str | None, district: str | None) -> list[str]:
@@ -187,7 +185,7 @@ def write(connection: Any, steps: Steps) -> None:
             "SELECT bucket, stations, ballots_cast, invalid, registered_voters, "
             "cast_where_registered, votes FROM tally_steps WHERE election = ? AND reporter = ? "
             "AND scope = ? AND level = ? AND bucket IN (SELECT value FROM json_each(?))",
-            (election, reporter, scope, level, _json.encode(names).decode()),
+            (election, reporter, scope, level, sorted_json()(names).decode()),
         ):
             key = (election, reporter, scope, level, row[0])
             buckets[key] = list(map(add, buckets[key], layouts.decode(election, row[1:])))
@@ -231,7 +229,7 @@ def _fold_protocols(connection: Any, new: Sequence[tuple], steps: Steps) -> None
     for row in new:
         touched[row[2]].add(row[3])
     for election, stations in touched.items():
-        ids = _json.encode(sorted(stations)).decode()
+        ids = sorted_json()(sorted(stations)).decode()
         registered = {
             station: (occurred, region, district, voters)
             for station, occurred, region, district, voters in connection.execute(
@@ -280,7 +278,7 @@ def _step(steps: Steps, sign: int, election: str, protocol: tuple, station: tupl
     """Add (sign 1) or take out (-1) a simple protocol's step; False if it cannot step."""
     occurred, region, district, voters = station
     figures = steps.layouts.vector(election, sign, protocol[6], protocol[7], voters,
-                                   _votes(protocol[8]))
+                                   vote_maps()(protocol[8]))
     if figures is None:
         return False
     steps.add(election, protocol[3], max(protocol[4], occurred), region, district, figures)
@@ -323,7 +321,7 @@ def build(connection: Any) -> None:
             if votes is None:
                 figures = layouts.station(election)
             else:
-                found = layouts.vector(election, 1, cast, invalid, voters, _votes(votes))
+                found = layouts.vector(election, 1, cast, invalid, voters, vote_maps()(votes))
                 if found is None:
                     unknown_choice.append((election, station, reporter))
                     continue

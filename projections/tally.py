@@ -12,14 +12,11 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import msgspec
-
 from projections import running
+from projections.codec import vote_maps
 from projections.effective import effective_protocols
 from projections.moment import ALWAYS, Moment, visible
 from projections.seats import Allocation, allocate, decimal_text, exact_percent, passing_choices
-
-_votes = msgspec.json.Decoder(dict[str, int]).decode
 
 
 class QueryError(ValueError):
@@ -169,6 +166,7 @@ def tally(
         counted_sql = counted_protocols(among=running.complex_stations())
     # One pass over the counted protocols; summing their vote maps here is faster than
     # SQLite summing one row per (protocol, choice).
+    votes_of = None
     for ballots, spoilt, voters, votes_json in db.execute(
         counted_sql + "SELECT p.ballots_cast, p.invalid, counted.registered_voters, p.votes "
         "FROM counted JOIN protocols p USING (position)",
@@ -180,7 +178,8 @@ def tally(
         if voters is not None:  # imported datasets may not know a station's electorate
             registered += voters
             cast_where_registered += ballots
-        for choice, count in _votes(votes_json).items():
+        votes_of = votes_of or vote_maps()
+        for choice, count in votes_of(votes_json).items():
             sums[choice] = sums.get(choice, 0) + count
     order = [choice for choice, _, _ in election.choices]
     votes = {choice: sums[choice] for choice in order if choice in sums}
