@@ -4,6 +4,7 @@
     python scripts/bench.py                      # 50,000 stations (about 116k events)
     python scripts/bench.py --stations 10000 --runs 3
     python scripts/bench.py --stations 1050000 --runs 1     # India-sized
+    python scripts/bench.py --stations 10000 --runs 3 --postgres postgresql://postgres@127.0.0.1:5432/test
 
 It generates a seeded national night (N stations, 10 parties: registrations, official
 protocols, observer copies at 30% of stations, withheld protocols at 2.5%) as JSON Lines, then
@@ -18,8 +19,29 @@ measures, each as the median of --runs whole-process runs:
 5. peak RSS of append and replay;
 6. the share of append time spent maintaining the Merkle tree (in process, instrumented).
 
-It prints every figure and ratio, checks the ledger's tally equals the naive scan's, and
-writes the results as JSON (--out, default bench-N.json).
+With --postgres URL it then measures the same night again on that PostgreSQL server, in the
+same run, and reports it as a second block (and a "postgres" section of the JSON, with the
+same keys):
+
+1. the PostgreSQL floor: psycopg's `COPY raw (line) FROM STDIN` of the same lines into one
+   table, one transaction (the server's own durability settings, which it prints); psycopg's
+   executemany of them, one transaction, as a second, slower reference; eventsourcing's bare
+   batch save into PostgreSQL;
+2. time to first answer: `ledger append FILE --db URL` plus the first `ledger tally --as-of T`;
+3. the steady as-of tally versus the same naive scan, reading the lines back from the
+   PostgreSQL raw table; the in-process tally query time (the read models of a PostgreSQL
+   ledger are a SQLite file, as on SQLite);
+4. `ledger replay --db URL` versus reading the lines back from the raw table and decoding them;
+5. peak RSS of append and replay (of the ledger process only: the server's memory is not
+   counted) and the Merkle share of append.
+
+Every ledger and floor gets a fresh schema of its own (`bench_<token>_...`, the URL must not
+name one); all of them are dropped at the end, also when a step fails or the bench is
+interrupted.
+
+It prints every figure and ratio, checks the ledger's tally equals the naive scan's (on each
+backend: the exit code is 1 if either disagrees), and writes the results as JSON (--out,
+default bench-N.json).
 """
 
 from __future__ import annotations
@@ -30,20 +52,31 @@ import os
 import platform
 import random
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 PARTIES = [f"p{i:02d}" for i in range(10)]
 ELECTION = "nation"
 NIGHT_START = datetime(2030, 5, 12, 18, 0, tzinfo=UTC)
 NIGHT_MINUTES = 10 * 60
 AS_OF = "2030-05-12T22:00:00+00:00"  # a little over half the night in
+TARGETS = {
+    "first_answer_vs_floor_throughput": ">= 0.2",
+    "tally_query_seconds_present_knowledge": "<= 0.05 at 1.05M stations",
+    "steady_tally_vs_naive_scan_time": "<= 0.1",
+    "replay_vs_raw_decode_rate": ">= 0.5",
+    "merkle_share_of_append": "<= 0.10",
+    "peak_rss_mb": "< 500 at 1.05M stations",
+}
 
 
 def generate(path: Path, stations: int, seed: int = 2030) -> int:
@@ -122,12 +155,62 @@ with open(sys.argv[1], "rb") as f:
                                         topic="line", state=line) for line in f])
 """
 
-NAIVE = r"""
-import json, sqlite3, sys
+# PostgreSQL (argv[2] is a libpq connection string whose search_path names the run's own
+# schema). The floor is COPY of the same lines into one table in one transaction: the fastest
+# way into PostgreSQL there is. executemany (psycopg pipelines it) is the second, slower
+# reference, the same call as SQLite's floor.
+POSTGRES_FLOOR = r"""
+import psycopg, sys
+with psycopg.connect(sys.argv[2]) as db, open(sys.argv[1]) as f:
+    db.execute("CREATE TABLE raw (line text)")
+    db.commit()
+    with db.cursor().copy("COPY raw (line) FROM STDIN") as copy:
+        for line in f:
+            copy.write_row((line,))
+"""  # the connection's block commits: one transaction
+
+POSTGRES_EXECUTEMANY = r"""
+import psycopg, sys
+with psycopg.connect(sys.argv[2]) as db, open(sys.argv[1]) as f:
+    db.execute("CREATE TABLE raw_executemany (line text)")
+    db.commit()
+    db.cursor().executemany("INSERT INTO raw_executemany VALUES (%s)", ((l,) for l in f))
+"""
+
+# argv[2]: the PostgresDatastore's arguments, as JSON (the schema exists already).
+POSTGRES_BARE_EVENTSOURCING = r"""
+import json, sys, uuid
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+datastore = PostgresDatastore(**json.loads(sys.argv[2]))
+recorder = PostgresApplicationRecorder(datastore)
+recorder.create_table()
+with open(sys.argv[1], "rb") as f:
+    recorder.insert_events([StoredEvent(originator_id=uuid.uuid4(), originator_version=1,
+                                        topic="line", state=line) for line in f])
+datastore.close()
+"""
+
+# The raw table's lines, read back: from the SQLite file (argv[1]) or from PostgreSQL (argv[1]
+# is a libpq connection string whose search_path names the run's schema; a server-side
+# cursor streams them, as SQLite's cursor does).
+SQLITE_ROWS = r"""
+import sqlite3, sys
+rows = sqlite3.connect(sys.argv[1]).execute("SELECT line FROM raw")
+"""
+POSTGRES_ROWS = r"""
+import psycopg, sys
+rows = psycopg.connect(sys.argv[1]).cursor("raw")
+rows.itersize = 10_000
+rows.execute("SELECT line FROM raw")
+"""
+
+NAIVE_SCAN = r"""
+import json, sys
 from datetime import datetime
 t = datetime.fromisoformat(sys.argv[2])
 latest = {}
-for (line,) in sqlite3.connect(sys.argv[1]).execute("SELECT line FROM raw"):
+for (line,) in rows:
     e = json.loads(line)
     if e["type"] == "ProtocolIssued" and e["reported_by"] == "cec":
         at = datetime.fromisoformat(e["occurred_at"])
@@ -140,12 +223,16 @@ for _, votes in latest.values():
 print(json.dumps({"votes": sums, "stations_reporting": len(latest)}))
 """
 
-DECODE = r"""
-import sqlite3, sys
+NAIVE = SQLITE_ROWS + NAIVE_SCAN
+POSTGRES_NAIVE = POSTGRES_ROWS + NAIVE_SCAN
+
+READ_AND_DECODE = r"""
 from ledger.events import decoder
-for (line,) in sqlite3.connect(sys.argv[1]).execute("SELECT line FROM raw"):
+for (line,) in rows:
     decoder.decode(line)
 """
+DECODE = SQLITE_ROWS + READ_AND_DECODE
+POSTGRES_DECODE = POSTGRES_ROWS + READ_AND_DECODE
 
 MERKLE_SHARE = r"""
 import sys, time
@@ -292,14 +379,7 @@ def run(stations: int, runs: int, workdir: Path) -> dict[str, Any]:
             "replay_vs_raw_decode_rate": median(decode) / median(replay),
             "merkle_share_of_append": merkle / total,
         },
-        "targets": {
-            "first_answer_vs_floor_throughput": ">= 0.2",
-            "tally_query_seconds_present_knowledge": "<= 0.05 at 1.05M stations",
-            "steady_tally_vs_naive_scan_time": "<= 0.1",
-            "replay_vs_raw_decode_rate": ">= 0.5",
-            "merkle_share_of_append": "<= 0.10",
-            "peak_rss_mb": "< 500 at 1.05M stations",
-        },
+        "targets": TARGETS,
         "peak_rss_mb": {k.removesuffix("_kb"): v / 1024 for k, v in rss.items()},
         "answer_agrees_with_naive_scan": agrees,
         "stations_reporting_as_of": ledger_answer["stations_reporting"],
@@ -308,6 +388,183 @@ def run(stations: int, runs: int, workdir: Path) -> dict[str, Any]:
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     return result
+
+
+class Postgres:
+    """The --postgres server. Every ledger and floor of the run gets a fresh schema named
+    ``bench_<token>_...``; drop_all() drops every schema of that name (between runs, and at
+    the end, also on failure)."""
+
+    LEDGER_ONLY = frozenset({"lock_timeout", "pool_size"})  # URL parameters libpq does not know
+
+    def __init__(self, url: str) -> None:
+        from ledger.config import BadLocation, Location
+
+        parts = urlsplit(url)
+        query = parse_qsl(parts.query)
+        if not Location(url).is_postgres:
+            sys.exit(f"bench: --postgres takes a postgresql:// URL, not {url!r}")
+        if any(key == "schema" for key, _ in query):
+            sys.exit("bench: --postgres: leave schema= out; the bench makes (and drops) its own")
+        self.url = url
+        self.server = urlunsplit(parts._replace(
+            query=urlencode([(k, v) for k, v in query if k not in self.LEDGER_ONLY])))
+        self.token = f"bench_{uuid.uuid4().hex[:12]}"
+        try:
+            Location(self.ledger_url("probe")).environment(sqlite_recorder="",
+                                                           postgres_recorder="")
+        except BadLocation as error:
+            sys.exit(f"bench: --postgres: {error}")
+
+    def describe(self) -> str:
+        from ledger.config import Location
+
+        return Location(self.url).describe()
+
+    def ledger_url(self, schema: str) -> str:
+        """The --db URL of a ledger in this schema."""
+        return f"{self.url}{'&' if urlsplit(self.url).query else '?'}schema={schema}"
+
+    def conninfo(self, schema: str) -> str:
+        """A libpq connection string whose search_path is this schema."""
+        from psycopg.conninfo import make_conninfo
+
+        return make_conninfo(self.server, options=f"-c search_path={schema}")
+
+    def datastore(self, schema: str) -> dict[str, str]:
+        """eventsourcing's PostgresDatastore arguments for this schema, as the ledger reads the
+        URL."""
+        from ledger.config import Location
+
+        env = Location(self.ledger_url(schema)).environment(sqlite_recorder="",
+                                                             postgres_recorder="")
+        return {key: env[f"POSTGRES_{key.upper()}"]
+                for key in ("dbname", "host", "port", "user", "password", "schema")}
+
+    def _connect(self) -> Any:
+        import psycopg
+
+        try:
+            return psycopg.connect(self.server, autocommit=True)
+        except psycopg.Error as error:
+            sys.exit(f"bench: --postgres {self.describe()}: {str(error).strip()[:300]}")
+
+    def facts(self) -> dict[str, str]:
+        """The server's version and durability settings (they decide what COPY costs)."""
+        with self._connect() as db:
+            return {name: db.execute(f"SHOW {name}").fetchone()[0]
+                    for name in ("server_version", "fsync", "synchronous_commit", "wal_level")}
+
+    def create(self, schema: str) -> None:
+        from psycopg import sql
+
+        with self._connect() as db:
+            db.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+
+    def drop_all(self) -> None:
+        from psycopg import sql
+
+        with self._connect() as db:
+            for (name,) in db.execute("SELECT nspname FROM pg_namespace").fetchall():
+                if name.startswith(f"{self.token}_"):
+                    db.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(name)))
+
+
+def run_postgres(pg: Postgres, night: Path, lines: int, runs: int,
+                 workdir: Path) -> dict[str, Any]:
+    """The same measurements against PostgreSQL: the floor is COPY into one table."""
+    from ledger.config import Location
+
+    py = sys.executable
+    ledger = [py, "-m", "ledger"]
+    floor, executemany, bare, first_answer, append_only, steady, naive, replay, decode = (
+        [] for _ in range(9))
+    query: list[dict[str, float]] = []
+    ledger_answer: dict[str, Any] = {}
+    naive_answer: dict[str, Any] = {}
+    rss: dict[str, int] = {}
+    for attempt in range(runs):
+        pg.drop_all()
+        for leftover in workdir.glob("pg*"):
+            shutil.rmtree(leftover)
+        here = workdir / f"pg{attempt}"
+        here.mkdir()
+        raw_schema = f"{pg.token}_{attempt}_raw"
+        pg.create(raw_schema)
+        raw = pg.conninfo(raw_schema)
+        floor.append(timed([py, "-c", POSTGRES_FLOOR, str(night), raw], here)[0])
+        executemany.append(timed([py, "-c", POSTGRES_EXECUTEMANY, str(night), raw], here)[0])
+        bare.append(timed([py, "-c", POSTGRES_BARE_EVENTSOURCING, str(night),
+                           json.dumps(pg.datastore(raw_schema))], here)[0])
+        db = pg.ledger_url(f"{pg.token}_{attempt}_ledger")  # the ledger makes its schema
+        tally = [*ledger, "tally", "--as-of", AS_OF, "--format", "json", "--db", db]
+        a, _ = timed([*ledger, "append", str(night), "--db", db], here)
+        t, out = timed(tally, here)
+        append_only.append(a)
+        first_answer.append(a + t)
+        ledger_answer = json.loads(out)
+        steady.append(median([timed(tally, here)[0] for _ in range(3)]))
+        n, out = timed([py, "-c", POSTGRES_NAIVE, raw, AS_OF], here)
+        naive.append(n)
+        naive_answer = json.loads(out)
+        # The read models of a PostgreSQL ledger are a SQLite file in the working directory.
+        read_models = here / Location(db).read_models_path()
+        query.append(json.loads(timed([py, "-c", QUERY, str(read_models)], here)[1]))
+        replay.append(timed([*ledger, "replay", "--db", db], here)[0])
+        decode.append(timed([py, "-c", POSTGRES_DECODE, raw], here)[0])
+        if attempt == 0:
+            again = here / "rss"
+            again.mkdir()
+            db = pg.ledger_url(f"{pg.token}_rss")
+            rss["append_kb"] = int(timed([py, "-c", RSS, *ledger, "append", str(night),
+                                          "--db", db], again)[1])
+            rss["replay_kb"] = int(timed([py, "-c", RSS, *ledger, "replay", "--db", db],
+                                         again)[1])
+            instrumented = here / "merkle"
+            instrumented.mkdir()
+            merkle, total = map(float, timed(
+                [py, "-c", MERKLE_SHARE, str(night), pg.ledger_url(f"{pg.token}_merkle")],
+                instrumented)[1].split())
+        print(f"  PostgreSQL run {attempt + 1}/{runs} done", flush=True)
+
+    agrees = (ledger_answer["votes"] == naive_answer["votes"]
+              and ledger_answer["stations_reporting"] == naive_answer["stations_reporting"])
+    return {
+        "server": {"url": pg.describe(), **pg.facts()},
+        "schemas": f"{pg.token}_* (dropped)",
+        "floor": "COPY raw (line) FROM STDIN, one transaction",
+        "seconds": {
+            "raw_floor": median(floor),
+            "raw_executemany": median(executemany),
+            "bare_eventsourcing_save": median(bare),
+            "append": median(append_only),
+            "time_to_first_answer": median(first_answer),
+            "steady_as_of_tally": median(steady),
+            "naive_as_of_scan": median(naive),
+            "replay": median(replay),
+            "raw_read_and_decode": median(decode),
+        },
+        "rates_per_second": {
+            "raw_floor": lines / median(floor),
+            "raw_executemany": lines / median(executemany),
+            "bare_eventsourcing_save": lines / median(bare),
+            "time_to_first_answer": lines / median(first_answer),
+            "replay": lines / median(replay),
+            "raw_read_and_decode": lines / median(decode),
+        },
+        "query_seconds": {k: median([q[k] for q in query]) for k in query[0]},
+        "ratios": {
+            "first_answer_vs_floor_throughput": median(floor) / median(first_answer),
+            "first_answer_vs_bare_eventsourcing_throughput": median(bare) / median(first_answer),
+            "steady_tally_vs_naive_scan_time": median(steady) / median(naive),
+            "replay_vs_raw_decode_rate": median(decode) / median(replay),
+            "merkle_share_of_append": merkle / total,
+        },
+        "targets": TARGETS,
+        "peak_rss_mb": {k.removesuffix("_kb"): v / 1024 for k, v in rss.items()},
+        "answer_agrees_with_naive_scan": agrees,
+        "stations_reporting_as_of": ledger_answer["stations_reporting"],
+    }
 
 
 def report(result: dict[str, Any]) -> None:
@@ -343,25 +600,83 @@ def report(result: dict[str, Any]) -> None:
     print(f"  ledger tally equals the naive scan: {result['answer_agrees_with_naive_scan']}")
 
 
+def report_postgres(result: dict[str, Any], runs: int) -> None:
+    pg = result["postgres"]
+    s, r, q = pg["seconds"], pg["rates_per_second"], pg["ratios"]
+    server = pg["server"]
+    print(f"\nPostgreSQL {server['server_version']} at {server['url']} (fsync {server['fsync']}, "
+          f"synchronous_commit {server['synchronous_commit']}), the same night, "
+          f"median of {runs} run(s); a fresh schema per ledger and floor, dropped afterwards")
+    print(f"  raw floor (COPY, one transaction)     {s['raw_floor']:8.2f} s  "
+          f"{r['raw_floor']:>10,.0f} lines/s")
+    print(f"  raw executemany (one transaction)     {s['raw_executemany']:8.2f} s  "
+          f"{r['raw_executemany']:>10,.0f} lines/s")
+    print(f"  bare eventsourcing batch save         {s['bare_eventsourcing_save']:8.2f} s  "
+          f"{r['bare_eventsourcing_save']:>10,.0f} lines/s")
+    print(f"  ledger append                         {s['append']:8.2f} s")
+    print(f"  time to first answer (append+tally)   {s['time_to_first_answer']:8.2f} s  "
+          f"{r['time_to_first_answer']:>10,.0f} lines/s  "
+          f"ratio {q['first_answer_vs_floor_throughput']:.3f} of COPY (target >= 0.2), "
+          f"{q['first_answer_vs_bare_eventsourcing_throughput']:.3f} of the bare save")
+    print(f"  steady as-of tally                    {s['steady_as_of_tally']:8.2f} s")
+    print(f"  naive as-of scan                      {s['naive_as_of_scan']:8.2f} s  "
+          f"ratio {q['steady_tally_vs_naive_scan_time']:.3f} (target <= 0.1)")
+    qs = pg["query_seconds"]
+    print(f"  tally query time, running totals      {1000 * qs['running_max']:8.1f} ms max, "
+          f"{1000 * qs['running_median']:.1f} ms median (read models: a SQLite file, "
+          "as on SQLite)")
+    print(f"  tally query time, full query          {1000 * qs['full_max']:8.1f} ms max "
+          "(the --known-at path)")
+    print(f"  replay                                {s['replay']:8.2f} s  "
+          f"{r['replay']:>10,.0f} events/s")
+    print(f"  raw read and decode                   {s['raw_read_and_decode']:8.2f} s  "
+          f"{r['raw_read_and_decode']:>10,.0f} lines/s  "
+          f"ratio {q['replay_vs_raw_decode_rate']:.3f} (target >= 0.5)")
+    print(f"  Merkle maintenance share of append    {100 * q['merkle_share_of_append']:7.1f} %  "
+          "(target <= 10%)")
+    print(f"  peak RSS: append {pg['peak_rss_mb']['append']:.0f} MB, "
+          f"replay {pg['peak_rss_mb']['replay']:.0f} MB (the ledger process; the server's "
+          "memory is not counted)")
+    print(f"  ledger tally on PostgreSQL equals the naive scan: "
+          f"{pg['answer_agrees_with_naive_scan']}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stations", type=int, default=50_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--out", type=Path, help="JSON result file (default: bench-N.json)")
     parser.add_argument("--keep", type=Path, help="work in this directory and keep it")
+    parser.add_argument("--postgres", metavar="URL",
+                        help="also measure on this PostgreSQL server, after SQLite "
+                             "(e.g. postgresql://postgres@127.0.0.1:5432/test)")
     args = parser.parse_args()
+    pg = Postgres(args.postgres) if args.postgres else None
+    if pg:
+        pg.facts()  # a server that does not answer fails now, not after the SQLite runs
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # still drop the schemas
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="ledger-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     try:
         result = run(args.stations, args.runs, workdir)
+        if pg:
+            result["postgres"] = run_postgres(pg, workdir / "night.jsonl", result["events"],
+                                              args.runs, workdir)
     finally:
+        if pg:
+            pg.drop_all()
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
     report(result)
+    if pg:
+        report_postgres(result, args.runs)
     out = args.out or Path(f"bench-{args.stations}.json")
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")
-    return 0 if result["answer_agrees_with_naive_scan"] else 1
+    agree = [result["answer_agrees_with_naive_scan"]]
+    if pg:
+        agree.append(result["postgres"]["answer_agrees_with_naive_scan"])
+    return 0 if all(agree) else 1
 
 
 if __name__ == "__main__":

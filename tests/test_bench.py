@@ -1,4 +1,5 @@
-"""A smoke run of the benchmark: it runs end to end and its ledger agrees with the naive scan.
+"""A smoke run of the benchmark: it runs end to end and its ledger agrees with the naive scan,
+on SQLite and (with --postgres) on the test PostgreSQL server.
 
 Timings are the benchmark's business (docs/performance.md); nothing here asserts one.
 """
@@ -9,6 +10,10 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+
+import psycopg
+
+from tests.conftest import PG_SERVER, require_postgres
 
 BENCH = Path(__file__).resolve().parents[1] / "scripts" / "bench.py"
 
@@ -29,3 +34,32 @@ def test_the_benchmark_runs_and_the_ledger_agrees_with_the_naive_scan(tmp_path: 
     assert set(figures["query_seconds"]) == {"running_max", "running_median", "full_max",
                                              "full_median"}
     assert "ledger tally equals the naive scan: True" in result.stdout
+
+
+def test_the_benchmark_measures_postgresql_too_and_it_agrees_with_the_naive_scan(
+    tmp_path: Path,
+) -> None:
+    require_postgres()
+    out = tmp_path / "bench.json"
+    result = subprocess.run(
+        [sys.executable, str(BENCH), "--stations", "500", "--runs", "1", "--out", str(out),
+         "--postgres", PG_SERVER],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    figures = json.loads(out.read_text())
+    assert figures["answer_agrees_with_naive_scan"] is True
+    postgres = figures["postgres"]
+    assert postgres["answer_agrees_with_naive_scan"] is True
+    assert postgres["stations_reporting_as_of"] == figures["stations_reporting_as_of"] > 0
+    assert set(postgres["ratios"]) == set(figures["ratios"])
+    assert set(postgres["query_seconds"]) == set(figures["query_seconds"])
+    assert set(figures["seconds"]) < set(postgres["seconds"])
+    assert "ledger tally on PostgreSQL equals the naive scan: True" in result.stdout
+    # Every schema the run made is gone.
+    prefix = postgres["schemas"].removesuffix("* (dropped)")
+    assert prefix.startswith("bench_")
+    with psycopg.connect(PG_SERVER) as connection:
+        left = [name for (name,) in connection.execute("SELECT nspname FROM pg_namespace")
+                if name.startswith(prefix)]
+    assert not left, left
