@@ -35,6 +35,11 @@ class Location:
                 "SQLITE_LOCK_TIMEOUT": LOCK_TIMEOUT_SECONDS,
                 "APPLICATION_RECORDER_TOPIC": sqlite_recorder,
             }
+        return {**self.postgres_settings(), "PERSISTENCE_MODULE": "eventsourcing.postgres",
+                "APPLICATION_RECORDER_TOPIC": postgres_recorder}
+
+    def postgres_settings(self) -> dict[str, str]:
+        """The POSTGRES_* settings (eventsourcing's names) of a postgresql:// location."""
         url = urlsplit(self.db)
         query = {key: values[-1] for key, values in parse_qs(url.query).items()}
         unknown = set(query) - {"schema", "connect_timeout", "lock_timeout", "pool_size"}
@@ -51,7 +56,6 @@ class Location:
         except ValueError as error:
             raise BadLocation(f"--db: bad port in {self.describe()}: {error}") from None
         return {
-            "PERSISTENCE_MODULE": "eventsourcing.postgres",
             "POSTGRES_DBNAME": unquote(url.path.lstrip("/")) or "postgres",
             "POSTGRES_HOST": url.hostname or "localhost",
             "POSTGRES_PORT": port,
@@ -61,7 +65,6 @@ class Location:
             "POSTGRES_CONNECT_TIMEOUT": query.get("connect_timeout", "5"),
             "POSTGRES_LOCK_TIMEOUT": query.get("lock_timeout", LOCK_TIMEOUT_SECONDS),
             "POSTGRES_POOL_SIZE": query.get("pool_size", "2"),
-            "APPLICATION_RECORDER_TOPIC": postgres_recorder,
         }
 
     def describe(self) -> str:

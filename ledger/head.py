@@ -1,7 +1,8 @@
 """The log's head position, read without loading the event store's library.
 
 A query against up-to-date read models only needs to know that nothing was appended since
-they were built; for a SQLite ledger that is one indexed read.
+they were built; that is one indexed read, of a SQLite file or over one PostgreSQL
+connection (eventsourcing's datastore would first build a connection pool).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import sqlite3
 from pathlib import Path
 
 EVENTS_TABLE = "stored_events"  # eventsourcing's SQLite table, as SQLiteLedgerRecorder keeps it
+POSTGRES_EVENTS_TABLE = "ledger_events"  # eventsourcing's table for the application "Ledger"
 
 
 def sqlite_head(path: Path | str) -> int | None:
@@ -23,3 +25,23 @@ def sqlite_head(path: Path | str) -> int | None:
     except sqlite3.Error:
         return None
     return row[0] or 0
+
+
+def postgres_head(settings: dict[str, str]) -> int | None:
+    """The last position of the PostgreSQL ledger with these POSTGRES_* settings; None if it
+    cannot be read so (the caller then opens the ledger, which says why)."""
+    import psycopg
+    from psycopg import sql
+
+    try:
+        with psycopg.connect(
+            host=settings["POSTGRES_HOST"], port=settings["POSTGRES_PORT"],
+            dbname=settings["POSTGRES_DBNAME"], user=settings["POSTGRES_USER"],
+            password=settings["POSTGRES_PASSWORD"] or None,
+            connect_timeout=int(settings["POSTGRES_CONNECT_TIMEOUT"]),
+        ) as connection:
+            row = connection.execute(sql.SQL("SELECT MAX(notification_id) FROM {}").format(
+                sql.Identifier(settings["POSTGRES_SCHEMA"], POSTGRES_EVENTS_TABLE))).fetchone()
+    except psycopg.Error:
+        return None
+    return row[0] or 0 if row else 0

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ledger.config import Location
 from ledger.errors import BadInput, Failure
-from ledger.head import sqlite_head
+from ledger.head import postgres_head, sqlite_head
 from projections.moment import ALWAYS, BadMoment, Moment, moment
 from projections.schema import SCHEMA_VERSION, applied_position, connect, schema_version
 from projections.tally import QueryError
@@ -264,8 +264,13 @@ class LedgerService:
         path = self.location.read_models_path()
         if not path.exists():
             return False
-        if self.location.is_postgres or self._ledger is not None:
-            head: int | None = self.ledger().head()
+        head: int | None
+        if self._ledger is not None:
+            head = self._ledger.head()
+        elif self.location.is_postgres:
+            head = postgres_head(self.location.postgres_settings())
+            if head is None:
+                head = self.ledger().head()  # says why the ledger cannot be read
         elif Path(self.location.db).exists():
             # One indexed read of the SQLite ledger, without loading the event store.
             head = sqlite_head(self.location.db)

@@ -21,12 +21,9 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
-import rfc8785
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ledger.events import (
     AppealDecided,
@@ -41,6 +38,9 @@ from ledger.events import (
     decoder,
     normalised,
 )
+
+if TYPE_CHECKING:  # loaded when a key or signature is first handled: unsigned appends skip it
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 PREFIX = b"election-ledger/event/v1\n"
 DEFINITIONS = (ElectionDefined, StationRegistered, ReporterRegistered)
@@ -92,6 +92,8 @@ class ReporterKey:
 
 @lru_cache(maxsize=4096)  # loading a key costs more than a verification; reporters are few
 def reporter_key(public_key_b64: str) -> ReporterKey:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     raw = base64.b64decode(public_key_b64, validate=True)
     return ReporterKey(raw, fingerprint(raw), Ed25519PublicKey.from_public_bytes(raw))
 
@@ -132,6 +134,8 @@ def canonical_json(value: Any) -> bytes:
     """
     if _plain(value):
         return _sorted_json.encode(value)
+    import rfc8785
+
     try:
         return rfc8785.dumps(value)
     except rfc8785.IntegerDomainError:
@@ -292,6 +296,8 @@ class SignatureAudit:
 
 def verifying_key(keys: Sequence[ReporterKey], signature_b64: str, message: bytes) -> ReporterKey | None:
     """The key among ``keys`` under which the signature verifies, if any (newest first)."""
+    from cryptography.exceptions import InvalidSignature
+
     try:
         signature = base64.b64decode(signature_b64, validate=True)
     except binascii.Error:

@@ -100,6 +100,8 @@ def rebuild(path: Path, log: Log) -> int:
         try:
             db.execute("PRAGMA journal_mode=OFF")
             db.execute("PRAGMA synchronous=OFF")
+            db.execute("PRAGMA cache_size = -65536")  # 64 MiB: sorts and index builds
+            db.execute("PRAGMA temp_store = MEMORY")
             count = catch_up(db, log, running=False)
             create_indexes(db)
             with writing(db) as connection:

@@ -289,9 +289,14 @@ print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 """
 
 
+# The ledger each step measures is the one in its working directory (or its --db): a
+# LEDGER_DB or LEDGER_READ_MODELS of the caller's shell must not redirect it.
+CHILD_ENV = {k: v for k, v in os.environ.items() if k not in ("LEDGER_DB", "LEDGER_READ_MODELS")}
+
+
 def timed(command: list[str], cwd: Path) -> tuple[float, str]:
     start = time.perf_counter()
-    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, env=CHILD_ENV)
     elapsed = time.perf_counter() - start
     if result.returncode:
         sys.exit(f"bench: {' '.join(command[:4])} failed: {result.stderr.strip()[-400:]}")
