@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 from ledger.config import Location
 from ledger.errors import BadInput, Failure
 from ledger.head import postgres_head, sqlite_head
+from projections.errors import QueryError
 from projections.moment import ALWAYS, BadMoment, Moment, moment
 from projections.schema import SCHEMA_VERSION, applied_position, connect, schema_version
-from projections.tally import QueryError
 
 if TYPE_CHECKING:
     from ledger.application import Ledger

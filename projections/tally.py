@@ -15,12 +15,9 @@ from typing import Any
 from projections import running
 from projections.codec import vote_maps
 from projections.effective import effective_protocols
+from projections.errors import QueryError
 from projections.moment import ALWAYS, Moment, visible
 from projections.seats import Allocation, allocate, decimal_text, exact_percent, passing_choices
-
-
-class QueryError(ValueError):
-    """The question cannot be answered as asked (unknown election, region, ...)."""
 
 
 @dataclass(frozen=True)
