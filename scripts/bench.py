@@ -353,46 +353,51 @@ def run(stations: int, runs: int, workdir: Path) -> dict[str, Any]:
             )[1].split())
         print(f"  run {attempt + 1}/{runs} done", flush=True)
 
-    agrees = (ledger_answer["votes"] == naive_answer["votes"]
-              and ledger_answer["stations_reporting"] == naive_answer["stations_reporting"])
-    result = {
+    seconds = {"raw_floor": floor, "bare_eventsourcing_save": bare, "append": append_only,
+               "time_to_first_answer": first_answer, "steady_as_of_tally": steady,
+               "naive_as_of_scan": naive, "replay": replay, "raw_read_and_decode": decode}
+    return {
         "stations": stations,
         "events": lines,
         "runs": runs,
-        "seconds": {
-            "raw_floor": median(floor),
-            "bare_eventsourcing_save": median(bare),
-            "append": median(append_only),
-            "time_to_first_answer": median(first_answer),
-            "steady_as_of_tally": median(steady),
-            "naive_as_of_scan": median(naive),
-            "replay": median(replay),
-            "raw_read_and_decode": median(decode),
-        },
-        "rates_per_second": {
-            "raw_floor": lines / median(floor),
-            "bare_eventsourcing_save": lines / median(bare),
-            "time_to_first_answer": lines / median(first_answer),
-            "replay": lines / median(replay),
-            "raw_read_and_decode": lines / median(decode),
-        },
-        "query_seconds": {k: median([q[k] for q in query]) for k in query[0]},
-        "ratios": {
-            "first_answer_vs_floor_throughput": median(floor) / median(first_answer),
-            "first_answer_vs_bare_eventsourcing_throughput": median(bare) / median(first_answer),
-            "steady_tally_vs_naive_scan_time": median(steady) / median(naive),
-            "replay_vs_raw_decode_rate": median(decode) / median(replay),
-            "merkle_share_of_append": merkle / total,
-        },
-        "targets": TARGETS,
-        "peak_rss_mb": {k.removesuffix("_kb"): v / 1024 for k, v in rss.items()},
-        "answer_agrees_with_naive_scan": agrees,
-        "stations_reporting_as_of": ledger_answer["stations_reporting"],
+        **summary(lines, seconds, query, merkle / total, rss, ledger_answer, naive_answer),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "platform": platform.platform()},
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    return result
+
+
+# The figures reported as a rate (lines or events per second) as well as in seconds.
+RATED = ("raw_floor", "raw_executemany", "bare_eventsourcing_save", "time_to_first_answer",
+         "replay", "raw_read_and_decode")
+
+
+def summary(lines: int, timings: dict[str, list[float]], query: list[dict[str, float]],
+            merkle_share: float, rss: dict[str, int], ledger_answer: dict[str, Any],
+            naive_answer: dict[str, Any]) -> dict[str, Any]:
+    """The medians, rates and ratios of one backend's runs, and whether it agreed."""
+    seconds = {name: median(values) for name, values in timings.items()}
+    return {
+        "seconds": seconds,
+        "rates_per_second": {name: lines / seconds[name] for name in RATED if name in seconds},
+        "query_seconds": {k: median([q[k] for q in query]) for k in query[0]},
+        "ratios": {
+            "first_answer_vs_floor_throughput":
+                seconds["raw_floor"] / seconds["time_to_first_answer"],
+            "first_answer_vs_bare_eventsourcing_throughput":
+                seconds["bare_eventsourcing_save"] / seconds["time_to_first_answer"],
+            "steady_tally_vs_naive_scan_time":
+                seconds["steady_as_of_tally"] / seconds["naive_as_of_scan"],
+            "replay_vs_raw_decode_rate": seconds["raw_read_and_decode"] / seconds["replay"],
+            "merkle_share_of_append": merkle_share,
+        },
+        "targets": TARGETS,
+        "peak_rss_mb": {k.removesuffix("_kb"): v / 1024 for k, v in rss.items()},
+        "answer_agrees_with_naive_scan": (
+            ledger_answer["votes"] == naive_answer["votes"]
+            and ledger_answer["stations_reporting"] == naive_answer["stations_reporting"]),
+        "stations_reporting_as_of": ledger_answer["stations_reporting"],
+    }
 
 
 class Postgres:
@@ -532,43 +537,15 @@ def run_postgres(pg: Postgres, night: Path, lines: int, runs: int,
                 instrumented)[1].split())
         print(f"  PostgreSQL run {attempt + 1}/{runs} done", flush=True)
 
-    agrees = (ledger_answer["votes"] == naive_answer["votes"]
-              and ledger_answer["stations_reporting"] == naive_answer["stations_reporting"])
+    seconds = {"raw_floor": floor, "raw_executemany": executemany,
+               "bare_eventsourcing_save": bare, "append": append_only,
+               "time_to_first_answer": first_answer, "steady_as_of_tally": steady,
+               "naive_as_of_scan": naive, "replay": replay, "raw_read_and_decode": decode}
     return {
         "server": {"url": pg.describe(), **pg.facts()},
         "schemas": f"{pg.token}_* (dropped)",
         "floor": "COPY raw (line) FROM STDIN, one transaction",
-        "seconds": {
-            "raw_floor": median(floor),
-            "raw_executemany": median(executemany),
-            "bare_eventsourcing_save": median(bare),
-            "append": median(append_only),
-            "time_to_first_answer": median(first_answer),
-            "steady_as_of_tally": median(steady),
-            "naive_as_of_scan": median(naive),
-            "replay": median(replay),
-            "raw_read_and_decode": median(decode),
-        },
-        "rates_per_second": {
-            "raw_floor": lines / median(floor),
-            "raw_executemany": lines / median(executemany),
-            "bare_eventsourcing_save": lines / median(bare),
-            "time_to_first_answer": lines / median(first_answer),
-            "replay": lines / median(replay),
-            "raw_read_and_decode": lines / median(decode),
-        },
-        "query_seconds": {k: median([q[k] for q in query]) for k in query[0]},
-        "ratios": {
-            "first_answer_vs_floor_throughput": median(floor) / median(first_answer),
-            "first_answer_vs_bare_eventsourcing_throughput": median(bare) / median(first_answer),
-            "steady_tally_vs_naive_scan_time": median(steady) / median(naive),
-            "replay_vs_raw_decode_rate": median(decode) / median(replay),
-            "merkle_share_of_append": merkle / total,
-        },
-        "targets": TARGETS,
-        "peak_rss_mb": {k.removesuffix("_kb"): v / 1024 for k, v in rss.items()},
-        "answer_agrees_with_naive_scan": agrees,
-        "stations_reporting_as_of": ledger_answer["stations_reporting"],
+        **summary(lines, seconds, query, merkle / total, rss, ledger_answer, naive_answer),
     }
 
 
@@ -585,12 +562,18 @@ def report(result: dict[str, Any]) -> None:
           f"{r['time_to_first_answer']:>10,.0f} lines/s  "
           f"ratio {q['first_answer_vs_floor_throughput']:.3f} (target >= 0.2), "
           f"{q['first_answer_vs_bare_eventsourcing_throughput']:.3f} of the bare save")
+    report_shared(result)
+    print(f"  ledger tally equals the naive scan: {result['answer_agrees_with_naive_scan']}")
+
+
+def report_shared(block: dict[str, Any], query_note: str = "", rss_note: str = "") -> None:
+    """The lines both backends report alike: queries, replay, Merkle share, memory."""
+    s, r, q, qs = block["seconds"], block["rates_per_second"], block["ratios"], block["query_seconds"]
     print(f"  steady as-of tally                    {s['steady_as_of_tally']:8.2f} s")
     print(f"  naive as-of scan                      {s['naive_as_of_scan']:8.2f} s  "
           f"ratio {q['steady_tally_vs_naive_scan_time']:.3f} (target <= 0.1)")
-    qs = result["query_seconds"]
     print(f"  tally query time, running totals      {1000 * qs['running_max']:8.1f} ms max, "
-          f"{1000 * qs['running_median']:.1f} ms median over moments of the night")
+          f"{1000 * qs['running_median']:.1f} ms median over moments of the night{query_note}")
     print(f"  tally query time, full query          {1000 * qs['full_max']:8.1f} ms max "
           "(the --known-at path)")
     print(f"  replay                                {s['replay']:8.2f} s  "
@@ -600,9 +583,8 @@ def report(result: dict[str, Any]) -> None:
           f"ratio {q['replay_vs_raw_decode_rate']:.3f} (target >= 0.5)")
     print(f"  Merkle maintenance share of append    {100 * q['merkle_share_of_append']:7.1f} %  "
           "(target <= 10%)")
-    print(f"  peak RSS: append {result['peak_rss_mb']['append']:.0f} MB, "
-          f"replay {result['peak_rss_mb']['replay']:.0f} MB")
-    print(f"  ledger tally equals the naive scan: {result['answer_agrees_with_naive_scan']}")
+    print(f"  peak RSS: append {block['peak_rss_mb']['append']:.0f} MB, "
+          f"replay {block['peak_rss_mb']['replay']:.0f} MB{rss_note}")
 
 
 def report_postgres(result: dict[str, Any], runs: int) -> None:
@@ -623,25 +605,8 @@ def report_postgres(result: dict[str, Any], runs: int) -> None:
           f"{r['time_to_first_answer']:>10,.0f} lines/s  "
           f"ratio {q['first_answer_vs_floor_throughput']:.3f} of COPY (target >= 0.2), "
           f"{q['first_answer_vs_bare_eventsourcing_throughput']:.3f} of the bare save")
-    print(f"  steady as-of tally                    {s['steady_as_of_tally']:8.2f} s")
-    print(f"  naive as-of scan                      {s['naive_as_of_scan']:8.2f} s  "
-          f"ratio {q['steady_tally_vs_naive_scan_time']:.3f} (target <= 0.1)")
-    qs = pg["query_seconds"]
-    print(f"  tally query time, running totals      {1000 * qs['running_max']:8.1f} ms max, "
-          f"{1000 * qs['running_median']:.1f} ms median (read models: a SQLite file, "
-          "as on SQLite)")
-    print(f"  tally query time, full query          {1000 * qs['full_max']:8.1f} ms max "
-          "(the --known-at path)")
-    print(f"  replay                                {s['replay']:8.2f} s  "
-          f"{r['replay']:>10,.0f} events/s")
-    print(f"  raw read and decode                   {s['raw_read_and_decode']:8.2f} s  "
-          f"{r['raw_read_and_decode']:>10,.0f} lines/s  "
-          f"ratio {q['replay_vs_raw_decode_rate']:.3f} (target >= 0.5)")
-    print(f"  Merkle maintenance share of append    {100 * q['merkle_share_of_append']:7.1f} %  "
-          "(target <= 10%)")
-    print(f"  peak RSS: append {pg['peak_rss_mb']['append']:.0f} MB, "
-          f"replay {pg['peak_rss_mb']['replay']:.0f} MB (the ledger process; the server's "
-          "memory is not counted)")
+    report_shared(pg, query_note=" (read models: a SQLite file, as on SQLite)",
+                  rss_note=" (the ledger process; the server's memory is not counted)")
     print(f"  ledger tally on PostgreSQL equals the naive scan: "
           f"{pg['answer_agrees_with_naive_scan']}")
 
