@@ -23,10 +23,7 @@ from ledger.store import (
 )
 from ledger.validation import Recorded
 
-_SQLITE_VARIABLES = 900
-# The page cache of a write transaction (SQLite's default is 2 MiB): the identity index and
-# the stream index take keys in hash order, so a national batch touches pages all over them.
-CACHE_KIB = 64 * 1024  # stays under SQLITE_MAX_VARIABLE_NUMBER on every build
+_SQLITE_VARIABLES = 900  # stays under SQLITE_MAX_VARIABLE_NUMBER on every build
 
 
 class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
@@ -72,7 +69,6 @@ class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
         """One exclusive write transaction, committed only if the block succeeds."""
         with self.datastore.get_connection(commit=True) as connection:
             cursor = connection.cursor()
-            cursor.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
             try:
                 cursor.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as error:

@@ -33,7 +33,7 @@ from ledger.events import (
 )
 from ledger.relations import protocol_failures
 from ledger.signatures import fingerprint
-from projections import running as running_totals
+from projections import steps as tally_steps
 from projections.moment import stamp
 from projections.schema import (
     TABLES,
@@ -100,12 +100,10 @@ def rebuild(path: Path, log: Log) -> int:
         try:
             db.execute("PRAGMA journal_mode=OFF")
             db.execute("PRAGMA synchronous=OFF")
-            db.execute("PRAGMA cache_size = -65536")  # 64 MiB: sorts and index builds
-            db.execute("PRAGMA temp_store = MEMORY")
             count = catch_up(db, log, running=False)
             create_indexes(db)
             with writing(db) as connection:
-                running_totals.build(connection)
+                tally_steps.build(connection)
         finally:
             db.conn.close()
         with fresh.open("rb+") as written:  # on disk before it replaces the old file
@@ -178,7 +176,7 @@ def _apply_page(connection: Any, page: list[Logged], running: bool = True) -> in
             f"INSERT INTO {table} ({','.join(columns)}) VALUES ({marks})", values
         )
     if running:
-        running_totals.fold_page(connection, rows)
+        tally_steps.fold_page(connection, rows)
     connection.execute(
         "INSERT INTO applied (name, position) VALUES ('log', ?) "
         "ON CONFLICT(name) DO UPDATE SET position = excluded.position",

@@ -49,7 +49,7 @@ TABLES: dict[str, dict] = {
                  "registered_voters": int, "occurred_at": str, "recorded_at": str,
                  "position": int},
         pk=("election", "station"),
-        indexes=[["election", "region"], ["election", "district"]],
+        indexes=[["election", "region"], ["election", "district"], ["election", "occurred_at"]],
     ),
     "protocols": dict(
         columns={"position": int, "event_id": str, "election": str, "station": str,
@@ -91,13 +91,22 @@ TABLES: dict[str, dict] = {
         pk="position",
         indexes=[["election", "appeal"]],
     ),
-    # Running totals of the tally (projections/running.py).
+    # Running totals of the tally (projections/steps.py, read by projections/running.py).
     "tally_steps": dict(
         columns={"election": str, "reporter": str, "scope": str, "level": str, "bucket": str,
                  "stations": int, "ballots_cast": int, "invalid": int,
                  "registered_voters": int, "cast_where_registered": int, "votes": str},
         pk=("election", "reporter", "scope", "level", "bucket"),
     ),
+    # The same steps by the block of log positions the ledger learnt them in (--known-at).
+    "tally_known_steps": dict(
+        columns={"election": str, "reporter": str, "scope": str, "block": int, "level": str,
+                 "bucket": str, "stations": int, "ballots_cast": int, "invalid": int,
+                 "registered_voters": int, "cast_where_registered": int, "votes": str},
+        pk=("election", "reporter", "scope", "block", "level", "bucket"),
+    ),
+    # Each recorded_at (one per append transaction) and the last position it recorded.
+    "tally_batches": dict(columns={"recorded_at": str, "position": int}, pk="recorded_at"),
     "tally_complex": dict(
         columns={"election": str, "station": str, "reporter": str},
         pk=("election", "station", "reporter"),
@@ -108,8 +117,9 @@ TABLES: dict[str, dict] = {
 
 # Bumped whenever a table changes shape or what a row holds (3: control checks use the
 # station's register; 4: signed events, protocol lines, running tally totals; 5: a step's
-# per-choice figures as one array): read models of another version are rebuilt.
-SCHEMA_VERSION = 5
+# per-choice figures as one array; 6: steps by ledger time): read models of another version
+# are rebuilt.
+SCHEMA_VERSION = 6
 
 
 class ReadModels:

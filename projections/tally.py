@@ -153,13 +153,14 @@ def tally(
     sums: dict[str, int] = {}
     counted_sql = COUNTED
     stations_total: int | None = None
-    if not exclusions.stations and running.present_knowledge(db, params["known_at"]):
+    if not exclusions.stations and running.available(db):
         # The running totals answer for every simple station; the exact query only runs
         # over the few whose protocols were replaced, superseded or doubled.
         reporting, cast, invalid, registered, cast_where_registered, steps = running.totals(
-            db, election.id, reporter, scope, params["as_of"])
+            db, election.id, reporter, scope, params["as_of"], params["known_at"])
         sums = {choice: count for choice, (count, naming) in steps.items() if naming}
-        stations_total = running.stations_total(db, election.id, scope, params["as_of"])
+        stations_total = running.stations_total(db, election.id, scope, params["as_of"],
+                                                params["known_at"])
         counted_sql = counted_protocols(among=running.complex_stations())
     # One pass over the counted protocols; summing their vote maps here is faster than
     # SQLite summing one row per (protocol, choice).

@@ -30,7 +30,12 @@ def test_the_benchmark_runs_and_the_ledger_agrees_with_the_naive_scan(tmp_path: 
     assert figures["events"] > 2000 and figures["stations_reporting_as_of"] > 0
     assert set(figures["ratios"]) == {
         "first_answer_vs_floor_throughput", "first_answer_vs_bare_eventsourcing_throughput",
-        "steady_tally_vs_naive_scan_time", "replay_vs_raw_decode_rate", "merkle_share_of_append"}
+        "steady_tally_vs_naive_scan_time", "known_at_tally_vs_naive_scan_time",
+        "replay_vs_raw_decode_rate", "merkle_share_of_append"}
+    # The --known-at answers (as known after the first of two batches) came from the steps
+    # by ledger time and agreed with the full query at every moment asked.
+    assert figures["known_at"]["agrees"] is True
+    assert 0 < figures["known_at"]["known_reporting_at_end"] < 1000  # the first half: some
     assert set(figures["query_seconds"]) == {"running_max", "running_median", "full_max",
                                              "full_median"}
     assert "ledger tally equals the naive scan: True" in result.stdout

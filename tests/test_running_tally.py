@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from ledger.application import Ledger
 from ledger.config import locate
 from ledger.reader import read_lines
+from projections import steps
 from projections.apply import catch_up, rebuild
 from projections.moment import Moment
 from projections.schema import open_read_models
@@ -118,11 +119,22 @@ FIELDS = ["votes", "stations_reporting", "stations_total", "ballots_cast", "inva
        questions=st.lists(st.tuples(st.sampled_from([*OFFSETS, -1, 10**6]),
                                     st.sampled_from(["board", "watch"]),
                                     st.sampled_from([None, "North", "South", "N-a", "S-a"]),
-                                    st.booleans()),
-                          min_size=1, max_size=8))
+                                    st.integers(min_value=0, max_value=5)),
+                          min_size=1, max_size=8),
+       block_bits=st.sampled_from([0, 1, 2, steps.BLOCK_BITS]))
 def test_tally_as_of_any_moment_equals_a_naive_fold(
-    events: list[dict[str, Any]], cuts: list[int], questions: list[tuple]
+    events: list[dict[str, Any]], cuts: list[int], questions: list[tuple], block_bits: int
 ) -> None:
+    # Small blocks of ledger time, so that a few dozen events span several of them.
+    default, steps.BLOCK_BITS = steps.BLOCK_BITS, block_bits
+    try:
+        _check_against_the_naive_fold(events, cuts, questions)
+    finally:
+        steps.BLOCK_BITS = default
+
+
+def _check_against_the_naive_fold(events: list[dict[str, Any]], cuts: list[int],
+                                  questions: list[tuple]) -> None:
     with tempfile.TemporaryDirectory() as directory:
         root = Path(directory)
         ledger = Ledger(locate(str(root / "ledger.db")))
@@ -144,12 +156,15 @@ def test_tally_as_of_any_moment_equals_a_naive_fold(
                 election = load_election(db, None)
                 scopes = {e.get(f) for e in events if e["type"] == "StationRegistered"
                           for f in ("region", "district")}
-                for offset, reporter, scope, earlier in questions:
+                for offset, reporter, scope, batch in questions:
                     if scope is not None and scope not in scopes:
                         continue  # refused as an unknown region, with or without steps
                     as_of = _moment(offset)
-                    # Known-at: present knowledge, or as known when the first batch was in.
-                    known_at = recorded[bounds[1] - 1] if earlier else None
+                    # Known-at: present knowledge, or as known when batch k was in, or
+                    # just before the first batch (nothing known).
+                    known_at = (None if batch >= len(bounds) else
+                                "2000-01-01T00:00:00.000000Z" if batch == 0 else
+                                recorded[bounds[batch] - 1])
                     moment = Moment(as_of=datetime.fromisoformat(as_of),
                                     known_at=_parse(known_at) if known_at else None)
                     got = tally(db, election, moment, reporter=reporter, scope=scope)
