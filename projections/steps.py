@@ -24,6 +24,7 @@ complex, taken out once (from the same block it went into). The stations registe
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from operator import add
@@ -95,8 +96,6 @@ class Layouts(dict[str, dict[str, int]]):
 
     def decode(self, election: str, row: Sequence[Any]) -> Figures:
         """A stored step row (five figures and the per-choice array) as a vector."""
-        import json  # a query that reads a handful of rows needs no faster decoder
-
         return [*row[:SCALARS], *json.loads(row[SCALARS])]
 
     @staticmethod
