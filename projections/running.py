@@ -136,7 +136,8 @@ def _known(db: Any, layouts: Layouts, election: str, reporter: str, scope: str |
 # A simple step counts from max(protocol, station).occurred_at and is known from the
 # protocol's position (its station is always logged before it). The candidates are found by
 # index: the protocols of the partly known block by position, those of the minute by
-# occurred_at, and those of stations registered (in valid time) within the minute.
+# occurred_at, and those of stations registered (in valid time) within the minute; the
+# CROSS JOINs keep SQLite from scanning every protocol and probing the candidates instead.
 EDGE_PROTOCOLS = """
 WITH candidates(position) AS (
     SELECT position FROM protocols WHERE position >= :start AND position <= :known
@@ -149,8 +150,8 @@ WITH candidates(position) AS (
     WHERE s.election = :election AND s.occurred_at >= :minute AND s.occurred_at <= :as_of
 )
 SELECT p.ballots_cast, p.invalid, s.registered_voters, p.votes
-FROM candidates JOIN protocols p USING (position)
-JOIN stations s ON s.election = p.election AND s.station = p.station
+FROM candidates CROSS JOIN protocols p ON p.position = candidates.position
+CROSS JOIN stations s ON s.election = p.election AND s.station = p.station
 WHERE p.election = :election AND p.reported_by = :reporter AND p.position <= :known
   AND max(p.occurred_at, s.occurred_at) <= :as_of
   AND (p.position >= :start OR max(p.occurred_at, s.occurred_at) >= :minute)
@@ -159,16 +160,19 @@ WHERE p.election = :election AND p.reported_by = :reporter AND p.position <= :kn
                   AND c.station = p.station AND c.reporter = p.reported_by)
 """
 
+# The block's registrations by position in ``events`` (naming the election there would make
+# SQLite read them by its election index, all of them); the row that counts is the station's
+# own, checked below.
 EDGE_STATIONS = """
 WITH candidates(station) AS (
     SELECT station FROM events WHERE position >= :start AND position <= :known
-        AND type = 'StationRegistered' AND election = :election
+        AND type = 'StationRegistered'
     UNION
     SELECT station FROM stations WHERE election = :election
         AND occurred_at >= :minute AND occurred_at <= :as_of
 )
 SELECT COUNT(*) FROM candidates
-JOIN stations s ON s.election = :election AND s.station = candidates.station
+CROSS JOIN stations s ON s.election = :election AND s.station = candidates.station
 WHERE s.position <= :known AND s.occurred_at <= :as_of
   AND (s.position >= :start OR s.occurred_at >= :minute)
   AND (:scope IS NULL OR s.region = :scope OR s.district = :scope)
