@@ -14,6 +14,7 @@ Either way the complex stations are left to the exact query (projections/tally.p
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from operator import add
 from typing import Any
 
@@ -79,19 +80,27 @@ def complex_stations() -> str:
 
 def _present(db: Any, layouts: Layouts, election: str, reporter: str, scope: str,
              as_of: str) -> Figures:
-    figures = layouts.zero(election)
+    return _buckets_before(db, layouts, as_of, "tally_steps", LEVELS,
+                           "election = ? AND reporter = ? AND scope = ?",
+                           (election, reporter, scope))
+
+
+def _buckets_before(db: Any, layouts: Layouts, as_of: str, table: str,
+                    levels: Sequence[tuple[str, int]], series: str,
+                    key: tuple[Any, ...]) -> Figures:
+    """The sum of the stored steps of one series (``series`` SQL binding ``key``) up to
+    ``as_of``: at each level, the whole buckets before the one holding ``as_of`` and after the
+    coarser bucket holding it; the exact level also takes the stamp equal to ``as_of``."""
+    figures = layouts.zero(key[0])
     previous = ""
-    for level, width in LEVELS:
-        # Whole buckets of this width before the one holding as_of, after the coarser
-        # bucket holding it; the finest level also takes the stamp equal to as_of.
+    for level, width in levels:
         upper = as_of[:width]
         for row in db.execute(
-            f"SELECT {STEP_COLUMNS} FROM tally_steps WHERE election = ? AND reporter = ? "
-            f"AND scope = ? AND level = ? AND bucket > ? "
+            f"SELECT {STEP_COLUMNS} FROM {table} WHERE {series} AND level = ? AND bucket > ? "
             f"AND bucket {'<=' if level == 'exact' else '<'} ?",
-            (election, reporter, scope, level, previous, upper),
+            (*key, level, previous, upper),
         ):
-            figures = list(map(add, figures, layouts.decode(election, row)))
+            figures = list(map(add, figures, layouts.decode(key[0], row)))
         previous = upper
     return figures
 
@@ -107,18 +116,10 @@ def _known(db: Any, layouts: Layouts, election: str, reporter: str, scope: str |
            as_of: str, known_at: str) -> Figures:
     known = known_position(db, known_at)
     block = block_of(known)
-    figures = layouts.zero(election)
-    previous = ""
-    for level, width in KNOWN_LEVELS:
-        # Whole blocks known by then; whole buckets before the minute holding as_of.
-        upper = as_of[:width]
-        for row in db.execute(
-            f"SELECT {STEP_COLUMNS} FROM tally_known_steps WHERE election = ? AND reporter = ? "
-            "AND scope = ? AND block < ? AND level = ? AND bucket > ? AND bucket < ?",
-            (election, reporter, scope or NATIONAL, block, level, previous, upper),
-        ):
-            figures = list(map(add, figures, layouts.decode(election, row)))
-        previous = upper
+    # Whole blocks known by then; at the finest level, whole minutes before as_of's.
+    figures = _buckets_before(db, layouts, as_of, "tally_known_steps", KNOWN_LEVELS,
+                              "election = ? AND reporter = ? AND scope = ? AND block < ?",
+                              (election, reporter, scope or NATIONAL, block))
     # The rest, exactly: steps of the partly known block, and steps in the minute of as_of.
     edge = {"election": election, "reporter": reporter, "scope": scope, "as_of": as_of,
             "known": known, "start": first_position(block), "minute": as_of[:16]}
