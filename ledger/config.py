@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,6 +80,8 @@ class Location:
         if override := os.environ.get("LEDGER_READ_MODELS"):
             return Path(override)
         if self.is_postgres:
+            import hashlib  # only here: a query on a SQLite ledger need not load OpenSSL
+
             tag = hashlib.sha256(self.db.encode()).hexdigest()[:12]
             return Path(f"ledger-pg-{tag}.projections.db")
         path = Path(self.db)
