@@ -143,6 +143,9 @@ def build_parser() -> Parser:
                    "this Ed25519 private key")
     p.add_argument("--body-timeout", type=float, default=None, metavar="SECONDS",
                    help="time a client has to send a request body (default 10)")
+    p.add_argument("--queue", type=_positive, default=None, metavar="N",
+                   help="submissions that may wait to be written; beyond that a POST is "
+                   "answered 503 with Retry-After (default 1024)")
     p = command("check-receipt", "check a receipt from `ledger serve` against the log and, "
                 "optionally, a checkpoint",
                 "ledger check-receipt r.json --public-key ledger.pub --checkpoint night.ckpt",

@@ -442,7 +442,7 @@ def serve(args: argparse.Namespace) -> int:
     from ledger.http.server import serve as run
 
     return run(locate(args.db), host=args.host, port=args.port, key_file=args.key,
-               body_seconds=args.body_timeout)
+               body_seconds=args.body_timeout, queue=args.queue)
 
 
 def keygen(args: argparse.Namespace) -> int:

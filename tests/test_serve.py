@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import http.client
 import json
+import sqlite3
 import subprocess
 import sys
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import psycopg
 import pytest
 
-from tests.conftest import LATER, NIGHT, LedgerUnderTest, protocol
+from tests.conftest import LATER, NIGHT, PG_SERVER, LedgerUnderTest, protocol
 from tests.serving import Reporter, Server, lines
 
 BOARD, WATCH, PARTY_C = Reporter("board"), Reporter("watch"), Reporter("c")
@@ -338,3 +342,60 @@ def test_a_port_that_cannot_be_used_is_one_line_not_a_traceback(keyed: LedgerUnd
     assert "expected a port from 1 to 65535" in out_of_range.stderr
     assert "Traceback" not in taken.stderr + out_of_range.stderr
     assert server.get("/v1/elections").status == 200  # the first server is untouched
+
+
+@contextmanager
+def writers_locked_out(ledger: LedgerUnderTest) -> Iterator[None]:
+    """Hold the event store's write lock from outside, as another writer would."""
+    if ledger.backend == "sqlite":
+        holder = sqlite3.connect(ledger.db, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        return
+    schema = ledger.db.rsplit("schema=", 1)[1]
+    with psycopg.connect(PG_SERVER) as holder:
+        holder.execute(f'LOCK TABLE "{schema}".ledger_events IN EXCLUSIVE MODE')
+        yield
+        holder.rollback()
+
+
+def test_a_full_queue_answers_503_with_retry_after_and_stores_nothing_of_it(
+        keyed: LedgerUnderTest) -> None:
+    copies = [Reporter(f"queued-{i}") for i in range(10)]
+    keyed.append(*(copy.registration("council-2030") for copy in copies))
+    stored = keyed.stored_events()
+    bodies = [lines(copy.sign(protocol("n1", "07T20:00:00", {"a": i}, by=copy.reporter)))
+              for i, copy in enumerate(copies)]
+    server = Server(keyed.db, keyed.directory, ("--queue", "1")).start()
+    try:
+        answers: dict[int, Any] = {}
+        threads = [threading.Thread(target=lambda i=i: answers.__setitem__(i, server.post(bodies[i])))
+                   for i in range(len(bodies))]
+        with writers_locked_out(keyed):
+            for thread in threads:
+                thread.start()
+            # With the writer stuck on the lock, one group is being written and one request
+            # waits; every other one is turned away at once.
+            deadline = time.monotonic() + 30
+            while sum(a.status == 503 for a in answers.values()) < len(bodies) - 2:
+                assert time.monotonic() < deadline, {i: a.status for i, a in answers.items()}
+                time.sleep(0.05)
+            assert keyed.stored_events() == stored
+        for thread in threads:
+            thread.join()
+        refused = [i for i, a in answers.items() if a.status == 503]
+        taken = [i for i, a in answers.items() if a.status == 200]
+        assert sorted(refused + taken) == list(range(len(bodies))) and refused
+        for i in refused:
+            assert answers[i].headers["retry-after"].isdigit()
+            assert answers[i].json()["problems"]
+        assert keyed.stored_events() == stored + len(taken)  # nothing of a refused request
+        # Sent again once the writer is free, every refused request is taken.
+        assert all(server.post(bodies[i]).status == 200 for i in refused)
+        assert keyed.stored_events() == stored + len(bodies)
+    finally:
+        assert server.stop() == 0, server.log()

@@ -13,7 +13,7 @@ from ledger.service import LedgerService
 
 
 def serve(location: Location, *, host: str, port: int, key_file: str | None = None,
-          body_seconds: float | None = None) -> int:
+          body_seconds: float | None = None, queue: int | None = None) -> int:
     """Serve until SIGINT or SIGTERM (uvicorn's handlers), then drain the writer and close
     the event store (the app's lifespan)."""
     import uvicorn
@@ -26,7 +26,7 @@ def serve(location: Location, *, host: str, port: int, key_file: str | None = No
     # uvicorn's log and its own exit code.
     listening = listen(host, port)
     service = LedgerService(location)
-    app = create_app(service, key=key, body_seconds=body_seconds or BODY_SECONDS)
+    app = create_app(service, key=key, body_seconds=body_seconds or BODY_SECONDS, capacity=queue)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
                             lifespan="on", timeout_graceful_shutdown=10,
                             # Request lines and headers are small; bodies are limited by the app.
