@@ -14,6 +14,7 @@ Either way the complex stations are left to the exact query (projections/tally.p
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from operator import add
 from typing import Any
@@ -54,15 +55,24 @@ def present_knowledge(db: Any, known_at: str) -> bool:
 
 
 def totals(db: Any, election: str, reporter: str, scope: str | None, as_of: str,
-           known_at: str) -> Totals:
-    """The figures of every simple step visible at (``as_of``, ``known_at``): stations,
-    ballots cast, invalid, registered voters, ballots cast where registered voters are
-    known, and per choice (votes, protocols naming it)."""
+           known_at: str, excluded: Sequence[str] = ()) -> Totals:
+    """The figures of every simple step visible at (``as_of``, ``known_at``), less those of
+    the ``excluded`` stations (a final tally's): stations, ballots cast, invalid, registered
+    voters, ballots cast where registered voters are known, and per choice (votes,
+    protocols naming it)."""
     layouts = Layouts(db)
     if present_knowledge(db, known_at):
         figures = _present(db, layouts, election, reporter, scope or NATIONAL, as_of)
     else:
         figures = _known(db, layouts, election, reporter, scope, as_of, known_at)
+    if excluded:
+        votes_of = vote_maps()
+        for cast, invalid, voters, votes in db.execute(EXCLUDED_STEPS, {
+                "election": election, "reporter": reporter, "scope": scope, "as_of": as_of,
+                "known_at": known_at, "excluded": json.dumps(sorted(excluded))}):
+            found = layouts.vector(election, -1, cast, invalid, voters, votes_of(votes))
+            assert found is not None, "a protocol naming an unknown choice is complex"
+            figures = list(map(add, figures, found))
     votes = {c: (figures[i], figures[i + 1]) for c, i in layouts[election].items()}
     return (*figures[:SCALARS], votes)  # type: ignore[return-value]
 
@@ -164,6 +174,22 @@ WHERE p.election = :election AND p.reported_by = :reporter AND p.position <= :kn
 # The block's registrations by position in ``events`` (naming the election there would make
 # SQLite read them by its election index, all of them); the row that counts is the station's
 # own, checked below.
+# The simple steps of the excluded stations that the sums above counted: a step is visible
+# when its protocol and station both are (recorded_at follows log position, so this is the
+# same as the blocks' position bound).
+EXCLUDED_STEPS = """
+SELECT p.ballots_cast, p.invalid, s.registered_voters, p.votes
+FROM json_each(:excluded) AS x
+CROSS JOIN stations s ON s.election = :election AND s.station = x.value
+CROSS JOIN protocols p ON p.election = s.election AND p.station = s.station
+WHERE p.reported_by = :reporter
+  AND max(p.occurred_at, s.occurred_at) <= :as_of
+  AND p.recorded_at <= :known_at AND s.recorded_at <= :known_at
+  AND (:scope IS NULL OR s.region = :scope OR s.district = :scope)
+  AND NOT EXISTS (SELECT 1 FROM tally_complex c WHERE c.election = p.election
+                  AND c.station = p.station AND c.reporter = p.reported_by)
+"""
+
 EDGE_STATIONS = """
 WITH candidates(station) AS (
     SELECT station FROM events WHERE position >= :start AND position <= :known

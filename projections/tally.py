@@ -153,11 +153,13 @@ def tally(
     sums: dict[str, int] = {}
     counted_sql = COUNTED
     stations_total: int | None = None
-    if not exclusions.stations and running.available(db):
-        # The running totals answer for every simple station; the exact query only runs
-        # over the few whose protocols were replaced, superseded or doubled.
+    if running.available(db):
+        # The running totals answer for every simple station (less those a final tally
+        # leaves out); the exact query only runs over the few whose protocols were
+        # replaced, superseded or doubled.
         reporting, cast, invalid, registered, cast_where_registered, steps = running.totals(
-            db, election.id, reporter, scope, params["as_of"], params["known_at"])
+            db, election.id, reporter, scope, params["as_of"], params["known_at"],
+            excluded=sorted(exclusions.stations))
         sums = {choice: count for choice, (count, naming) in steps.items() if naming}
         stations_total = running.stations_total(db, election.id, scope, params["as_of"],
                                                 params["known_at"])

@@ -175,3 +175,53 @@ def _check_against_the_naive_fold(events: list[dict[str, Any]], cuts: list[int],
 
 def _parse(stamp: str) -> datetime:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
+def test_final_tallies_from_the_steps_equal_the_full_query(tmp_path: Path) -> None:
+    """A final tally leaves out contested, annulled and awaiting-recount stations: the steps
+    less those stations' own steps must give what the full effective-protocol query gives
+    (written before the steps, and sharing no code with them), at every moment of the
+    bundled night, on present knowledge and as known after each batch."""
+    from importlib.resources import files
+
+    from projections import running
+
+    night = files("ledger").joinpath("samples/council-2030.jsonl").read_bytes()
+    # Its appeals name stations with several protocols; one more appeal, against n1, whose
+    # one protocol per reporter is a step, contests it and then annuls it.
+    lines = night.splitlines(keepends=True) + [(json.dumps(e) + "\n").encode() for e in (
+        ev("AppealFiled", "08T12:00:00", appeal="z", filed_by="c", stations=["n1"],
+           grounds="ballot stuffing", demand="annul"),
+        ev("AppealDecided", "09T12:00:00", appeal="z", decision="upheld", remedy="annul"),
+    )]
+    ledger = Ledger(locate(str(tmp_path / "ledger.db")))
+    try:
+        for start, stop in itertools.pairwise([0, 8, 13, 15, 17, len(lines)]):
+            ledger.append(read_lines(io.BytesIO(b"".join(lines[start:stop]))))
+        rebuild(tmp_path / "models.db", ledger)
+    finally:
+        ledger.close()
+    stamps = sorted({json.loads(line)["occurred_at"] for line in lines})
+    moments = [offset(stamp, seconds) for stamp in stamps for seconds in (-1, 0, 1)]
+    with closing(sqlite3.connect(tmp_path / "models.db")) as db:
+        election = load_election(db, None)
+        known = [None, *(k for (k,) in db.execute(
+            "SELECT recorded_at FROM tally_batches ORDER BY position"))][:-1]
+        excluded_somewhere = False
+        for as_of, known_at, reporter in itertools.product(moments, known, ["board", "watch"]):
+            moment = Moment(as_of=datetime.fromisoformat(as_of),
+                            known_at=_parse(known_at) if known_at else None)
+            by_steps = tally(db, election, moment, stage="final", reporter=reporter)
+            available, running.available = running.available, lambda db: False
+            try:
+                by_query = tally(db, election, moment, stage="final", reporter=reporter)
+            finally:
+                running.available = available
+            assert by_steps == by_query, (as_of, known_at, reporter)
+            excluded_somewhere |= bool(by_query["contested"] or by_query["annulled"]
+                                       or by_query["awaiting_recount"])
+    assert excluded_somewhere  # the night's appeals left stations out at some moments
+
+
+def offset(stamp: str, seconds: int) -> str:
+    return (datetime.fromisoformat(stamp) + timedelta(seconds=seconds)).isoformat()
