@@ -15,6 +15,7 @@ Either way the complex stations are left to the exact query (projections/tally.p
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Sequence
 from operator import add
 from typing import Any
@@ -40,7 +41,7 @@ def available(db: Any) -> bool:
     """True when the read models keep steps (any read models of the current shape do)."""
     try:
         db.execute("SELECT 1 FROM tally_batches LIMIT 1").fetchall()
-    except Exception:  # read models of an older shape: no steps to answer from
+    except sqlite3.Error:  # read models of an older shape: no steps to answer from
         return False
     return True
 
@@ -49,7 +50,7 @@ def present_knowledge(db: Any, known_at: str) -> bool:
     """True when ``known_at`` is at or after every recorded event: the steps then answer."""
     try:
         row = db.execute("SELECT value FROM tally_known WHERE name = 'recorded_at'").fetchone()
-    except Exception:  # read models of an older shape: no steps to answer from
+    except sqlite3.Error:  # read models of an older shape: no steps to answer from
         return False
     return row is not None and row[0] is not None and known_at >= row[0]
 
