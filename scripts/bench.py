@@ -262,7 +262,8 @@ print(f"{spent} {total}")
 # Query time in process (no interpreter start): the tally at moments across the night, from
 # the running totals (present knowledge), and by the full effective-protocol query (what
 # every --known-at took before the steps by ledger time).
-QUERY = r"""
+# Both in-process scripts: the read models (argv[1]) and 17 moments across the night.
+MOMENTS = r"""
 import json, statistics, sys, time
 from projections import running
 from projections.moment import moment
@@ -273,6 +274,9 @@ election = load_election(db, None)
 from datetime import datetime, timedelta
 start = datetime.fromisoformat("2030-05-12T18:00:00+00:00")
 hours = [(start + timedelta(minutes=m, seconds=m % 59)).isoformat() for m in range(0, 600, 37)]
+"""
+
+QUERY = MOMENTS + r"""
 def timed(as_of):
     spent = []
     for _ in range(5):
@@ -290,18 +294,8 @@ print(json.dumps({"running_max": max(fast), "running_median": statistics.median(
 # The same night appended in two batches (argv[1]: its read models): the tally at moments
 # across the night as known when only the first batch was in (--known-at), from the steps
 # by ledger time and by the full query, which must agree.
-KNOWN = r"""
-import json, statistics, sys, time
-from projections import running
-from projections.moment import moment
-from projections.schema import connect
-from projections.tally import load_election, tally
-db = connect(sys.argv[1])
-election = load_election(db, None)
+KNOWN = MOMENTS + r"""
 known_at = db.execute("SELECT MIN(recorded_at) FROM tally_batches").fetchone()[0]
-from datetime import datetime, timedelta
-start = datetime.fromisoformat("2030-05-12T18:00:00+00:00")
-hours = [(start + timedelta(minutes=m, seconds=m % 59)).isoformat() for m in range(0, 600, 37)]
 def timed(as_of):
     spent = []
     for _ in range(5):
