@@ -50,7 +50,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
-from ledger.methods import SEAT_METHODS
+from ledger.domain.methods import SEAT_METHODS
 
 METHODS = tuple(SEAT_METHODS)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -51,3 +52,18 @@ def test_an_old_ledger_answers_the_same_tally(old_ledger: Path, options: tuple[s
     result = ledger(old_ledger, "tally", "--format", "json", *options)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == json.loads((FIXTURE / answer).read_text())
+
+
+def test_events_appended_today_are_stored_as_the_old_ones_were(old_ledger: Path) -> None:
+    """Each Merkle leaf hashes the stored topic: it names the event's type in the log's format,
+    never the module its class lives in now, so old and new entries of one log read alike."""
+    line = {"type": "ProtocolWithheld", "election": "example-2030", "station": "south-1",
+            "occurred_at": "2030-04-08T09:00:00+02:00", "requested_by": "grey", "reason": "closed"}
+    (old_ledger / "more.jsonl").write_text(json.dumps(line) + "\n")
+    assert ledger(old_ledger, "append", "more.jsonl").returncode == 0
+    with sqlite3.connect(old_ledger / "ledger.db") as db:
+        topics = [topic for (topic,) in db.execute("SELECT topic FROM stored_events ORDER BY rowid")]
+    assert len(topics) == 17
+    assert topics[-1] == "ledger.events:ProtocolWithheld"
+    assert all(topic.startswith("ledger.events:") for topic in topics)
+    assert ledger(old_ledger, "verify").returncode == 0

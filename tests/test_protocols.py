@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from ledger.events import decoder
-from ledger.relations import RelationError, parse
+from ledger.domain.events import decoder
+from ledger.domain.relations import RelationError, parse
 from projections.seats import allocate
 from tests.conftest import LedgerUnderTest, definition, ev, protocol, station
 
@@ -178,7 +178,7 @@ def test_v1_events_keep_their_derived_ids() -> None:
                  "supersedes": None, "type": "ProtocolIssued", "votes": {"a": 3}}
     expected = hashlib.sha256(json.dumps(canonical, separators=(",", ":"), sort_keys=True)
                               .encode()).hexdigest()
-    from ledger.events import content_digest
+    from ledger.domain.events import content_digest
 
     assert content_digest(decoder.decode(line)) == expected
 
