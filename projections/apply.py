@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
-from ledger.events import (
+from ledger.domain.events import (
     AppealDecided,
     AppealFiled,
     ElectionDefined,
@@ -31,8 +31,8 @@ from ledger.events import (
     decoder,
     station_of,
 )
-from ledger.relations import protocol_failures
-from ledger.signatures import fingerprint
+from ledger.domain.relations import protocol_failures
+from ledger.trust.signatures import fingerprint
 from projections import steps as tally_steps
 from projections.moment import stamp
 from projections.schema import (
@@ -44,13 +44,13 @@ from projections.schema import (
 )
 
 if TYPE_CHECKING:
-    from ledger.application import Logged
+    from ledger.store.application import Logged
 
 PAGE = 5_000
 
 
 class Log(Protocol):
-    """What the read side needs of the event store: ``ledger.application.Ledger`` is one."""
+    """What the read side needs of the event store: ``ledger.store.application.Ledger`` is one."""
 
     def entries(self, after: int = 0) -> Iterable[Logged]: ...
     def head(self) -> int: ...

@@ -1,6 +1,6 @@
 """The effective protocol: which of a station's protocols counts, for each reporter.
 
-DESIGN.md: the latest visible protocol of that reporter (by ``occurred_at``, ties by log
+docs/projections.md: the latest visible protocol of that reporter (by ``occurred_at``, ties by log
 position), leaving out any protocol that a visible protocol ``supersedes``. This module is
 the one place that rule is written; the tallies, the audit views, the NIST export and the
 report all build on the CTE it returns.

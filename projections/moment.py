@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from ledger.timestamps import in_utc, out_of_range
+from ledger.domain.timestamps import in_utc, out_of_range
 
 
 def stamp(moment: datetime) -> str:
