@@ -324,6 +324,26 @@ class LedgerService:
             return seats(db, load_election(db, election), at, stage=stage, reporter=reporter,
                          scope=scope)
 
+    def forensics(self, at: Moment, *, election: str | None = None,
+                  stage: str = "preliminary", reporter: str | None = None,
+                  scope: str | None = None, choice: str | None = None) -> dict[str, Any]:
+        from projections.forensics import forensics
+        from projections.tally import load_election
+
+        with self.read_models() as db:
+            return forensics(db, load_election(db, election), at, stage=stage,
+                             reporter=reporter, scope=scope, choice=choice)
+
+    def estimate(self, at: Moment, *, election: str | None = None,
+                 stage: str = "preliminary", reporter: str | None = None,
+                 scope: str | None = None, confidence: float = 0.95) -> dict[str, Any]:
+        from projections.estimate import estimate
+        from projections.tally import load_election
+
+        with self.read_models() as db:
+            return estimate(db, load_election(db, election), at, stage=stage,
+                            reporter=reporter, scope=scope, confidence=confidence)
+
     def audit(self, at: Moment, *, election: str | None = None,
               station: str | None = None) -> dict[str, Any]:
         from projections.audit import audit
