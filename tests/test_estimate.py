@@ -10,6 +10,7 @@ import os
 import random
 from collections import defaultdict
 from datetime import timedelta
+from itertools import pairwise
 from pathlib import Path
 from statistics import NormalDist
 from typing import Any
@@ -109,7 +110,8 @@ def test_estimate_of_a_small_night_worked_by_hand(ledger: LedgerUnderTest) -> No
 def naive_estimate(stations: list[duma.Row], counted: set[str], confidence: float
                    ) -> dict[str, Any]:
     """docs/estimate.md's estimator with plain loops: strata region x decile of registered
-    voters, ratios per stratum or borrowed, residual variance sigma^2 W (W + X) / X."""
+    voters, ratios per stratum or borrowed, residual variance sigma^2 W (W + X) / X plus the
+    variance of borrowing."""
     classes = 10
     by_region = defaultdict(list)
     for row in stations:
@@ -162,6 +164,42 @@ def naive_estimate(stations: list[duma.Row], counted: set[str], confidence: floa
                            / sum(r.registered for r in members[pool])
                            for pool, w in borrowing.items())
 
+    def ratio(pool: Any, y: Any, share: float) -> float:
+        rows = members[pool]
+        return sum(y(r) - share * r.valid for r in rows) / sum(r.registered for r in rows)
+
+    def borrowing_variance(share: float, y: Any) -> float:
+        """The drift of the ratio between a region's size classes, a random walk whose
+        variance per class step is the mean squared step between its neighbouring reported
+        classes (else every region's); a region without reports: the variance between the
+        regions' ratios. Strata of one region add their voters before squaring."""
+        steps: dict[str, list[float]] = {}
+        for region in by_region:
+            found = sorted(c for c in range(classes) if (region, c) in reported)
+            steps[region] = [(ratio((region, b), y, share) - ratio((region, a), y, share)) ** 2
+                             / (b - a) for a, b in pairwise(found)]
+        every = [s for found in steps.values() for s in found]
+        regions = [ratio(("region", g), y, share) for g in by_region if ("region", g) in reported]
+        mean = sum(regions) / len(regions)
+        between = sum((r - mean) ** 2 for r in regions) / (len(regions) - 1)
+        drift_voters: dict[str, float] = defaultdict(float)
+        alone_voters: dict[str, float] = defaultdict(float)
+        for row in stations:
+            if row.station in counted:
+                continue
+            region, size = stratum(row)
+            pool = source(region, size)
+            if pool[0] == region and pool[1] != size:
+                drift_voters[region] += row.registered * math.sqrt(abs(pool[1] - size))
+            elif pool[0] != region:
+                alone_voters[region] += row.registered
+        total_ = 0.0
+        for region, w in drift_voters.items():
+            per_step = (sum(steps[region]) / len(steps[region]) if steps[region]
+                        else sum(every) / len(every))
+            total_ += w * w * per_step
+        return total_ + sum(w * w * between for w in alone_voters.values())
+
     valid = total(lambda r: r.valid)
     z = NormalDist().inv_cdf((1 + confidence) / 2)
     shares, intervals = {}, {}
@@ -173,6 +211,7 @@ def naive_estimate(stations: list[duma.Row], counted: set[str], confidence: floa
         for pool, w in borrowing.items():
             x = sum(r.registered for r in members[pool] if r.registered > 0)
             variance += sigma2(pool, votes, share) * w * (w + x) / x
+        variance += borrowing_variance(share, votes)
         margin = z * math.sqrt(variance) / valid
         shares[choice] = share
         intervals[choice] = [max(0.0, share - margin), min(1.0, share + margin)]
