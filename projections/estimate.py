@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 from operator import itemgetter, mul
 from statistics import NormalDist
-from typing import Any
+from typing import Any, NamedTuple
 
 from projections.codec import vote_maps
 from projections.errors import QueryError
@@ -85,8 +85,7 @@ def check_confidence(confidence: float) -> None:
                          f"got {confidence!r}")
 
 
-@dataclass(frozen=True)
-class Report:
+class Report(NamedTuple):
     """A counted station's figures: its protocol's registered voters (if given), ballots
     cast, valid votes and the votes of each choice in ballot order."""
 
