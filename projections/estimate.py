@@ -16,7 +16,9 @@ estimate is a stratified ratio estimator:
 
 The interval comes from the station-to-station variation around each stratum's ratio (the
 model y = R·x + e with Var(e) ∝ x, which makes the ratio estimator the best linear one), with
-the finite population left to estimate; shares are linearised as ratios of two totals.
+the finite population left to estimate, plus what borrowing may miss: how much a ratio
+drifts from one size class to the next within a region, and how much regions differ;
+shares are linearised as ratios of two totals.
 """
 
 from __future__ import annotations
@@ -26,9 +28,10 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from operator import itemgetter, mul
 from statistics import NormalDist
-from typing import Any
+from typing import Any, NamedTuple
 
 from projections.codec import vote_maps
 from projections.errors import QueryError
@@ -41,11 +44,11 @@ METHOD = ("Stratified ratio estimate: regions x size classes (deciles of registe
           "registered voter of its counted ones, weighted by the registered voters of every "
           "registered station; a stratum without reports borrows from the nearest size class "
           "of its region, a region without reports from the same size class elsewhere.")
-NOTE = ("The interval reflects station-to-station variation within strata, assuming the "
-        "stations counted so far are like the uncounted ones of their stratum; it does not "
-        "cover a systematic difference between early and late stations of one stratum, or "
-        "of a stratum without reports and the one it borrows from (docs/estimate.md gives "
-        "its measured coverage).")
+NOTE = ("The interval reflects station-to-station variation within strata, and for a "
+        "stratum without reports how much neighbouring size classes and regions differ; it "
+        "assumes the stations counted so far are like the uncounted ones of their stratum, "
+        "and does not cover early and late stations of one stratum that differ "
+        "systematically (docs/estimate.md gives its measured coverage).")
 
 
 def estimate(db: Any, election: Election, moment: Moment, *, stage: str = "preliminary",
@@ -82,8 +85,7 @@ def check_confidence(confidence: float) -> None:
                          f"got {confidence!r}")
 
 
-@dataclass(frozen=True)
-class Report:
+class Report(NamedTuple):
     """A counted station's figures: its protocol's registered voters (if given), ballots
     cast, valid votes and the votes of each choice in ballot order."""
 
@@ -171,10 +173,51 @@ def project(population: Sequence[tuple[str, str, int | None]], reports: dict[str
             pools[source].residual_variance(j, share, pools) * voters * (voters + pools[source].voters)
             / pools[source].voters
             for source, (voters, _) in borrowed.items())
+        variance += _borrowing_variance(cells, sources, pools, j, share)
         margin = z * math.sqrt(variance) / valid
         shares[choice] = round(share, 6)
         intervals[choice] = [round(max(0.0, share - margin), 6), round(min(1.0, share + margin), 6)]
     return Projection(shares, intervals, None if turnout is None else round(turnout, 6))
+
+
+def _borrowing_variance(cells: dict[tuple[str, int], Cell], sources: dict[tuple[str, int], Any],
+                        pools: dict[Any, Pool], j: int, share: float) -> float:
+    """What borrowing adds: a stratum without reports takes another's ratio, but its own may
+    differ. Across a region's size classes the ratio of d = y - p·v is taken to drift like a
+    random walk, its variance per class step estimated from the region's neighbouring
+    reported classes (else from all regions'); a region without reports differs from the
+    others as much as regions with reports differ among themselves. The strata of one region
+    that borrow share one unknown drift, so their voters add up before squaring."""
+    def ratio(pool: Pool) -> float:
+        return (pool.sums[j] - share * pool.sums[-2]) / pool.voters
+
+    by_region: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    for key, pool in pools.items():
+        if key[0] not in (REGION, NATIONAL):
+            by_region[key[0]].append((key[1], ratio(pool)))
+    steps: dict[str, list[float]] = {}
+    for region, classes in by_region.items():
+        classes.sort()
+        steps[region] = [(b - a) ** 2 / (d - c) for (c, a), (d, b) in pairwise(classes)]
+    everywhere = [step for found in steps.values() for step in found]
+    drift = sum(everywhere) / len(everywhere) if everywhere else 0.0
+    regional = [ratio(pool) for key, pool in pools.items() if key[0] == REGION]
+    mean = sum(regional) / len(regional) if regional else 0.0
+    between = (sum((r - mean) ** 2 for r in regional) / (len(regional) - 1)
+               if len(regional) > 1 else 0.0)
+    stepped: dict[str, float] = defaultdict(float)  # region -> Σ W·sqrt(class steps)
+    unreported: dict[str, float] = defaultdict(float)  # region without reports -> Σ W
+    for (region, size), cell in cells.items():
+        source = sources[(region, size)]
+        if not cell.uncounted or source == (region, size):
+            continue
+        if source[0] == region:
+            stepped[region] += cell.uncounted_voters * math.sqrt(abs(source[1] - size))
+        else:
+            unreported[region] += cell.uncounted_voters
+    variance = sum(w * w * (sum(steps[region]) / len(steps[region]) if steps.get(region) else drift)
+                   for region, w in stepped.items())
+    return variance + sum(w * w * between for w in unreported.values())
 
 
 @dataclass

@@ -314,7 +314,7 @@ def estimate(args: argparse.Namespace) -> int:
     ]
     turnout = result["turnout"]
     header = (
-        f"ESTIMATE of the final {result['stage']} result of {result['election']} by "
+        f"ESTIMATE of the final result of {result['election']} ({result['stage']} stage) by "
         f"{result['reporter']} ({result['scope']}) from {result['stations_reporting']}/"
         f"{result['stations_total']} stations counted; turnout "
         f"{'unknown' if turnout is None else f'{100 * turnout:.2f}%'}; intervals at "
