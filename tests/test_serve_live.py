@@ -130,15 +130,15 @@ def test_the_live_page_shows_the_tally_and_updates_after_a_post(keyed: LedgerUnd
     keyed.append({**Reporter("press").registration("council-2030"), "name": hostile})
     server = Server(keyed.db, keyed.directory).start()
     assert server.post(signed(protocol("n1", "07T20:00:00", {"a": 400, "b": 300}))).status == 200
-    page = server.get("/").body.decode()
-    # Nothing is fetched but the API: no CDN, no font, no image; url() only to an id.
-    assert not re.search(r"<link|src=|@import|url\(\s*['\"]?(?!#)", page)
     options = webdriver.ChromeOptions()
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  f"--user-data-dir={keyed.directory / 'profile'}"):
         options.add_argument(flag)
     browser = webdriver.Chrome(options=options, service=DriverService(chromedriver))
     try:
+        page = server.get("/").body.decode()
+        # Nothing is fetched but the API: no CDN, no font, no image; url() only to an id.
+        assert not re.search(r"<link|src=|@import|url\(\s*['\"]?(?!#)", page)
         browser.get(server.url + "/")
         wait = WebDriverWait(browser, 60)
 
