@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections import Counter
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -98,7 +99,11 @@ def zeros_but(**at: int) -> list[int]:
 
 
 def test_forensics_of_a_small_night_worked_by_hand(ledger: LedgerUnderTest) -> None:
-    ledger.append(*stations_of_the_small_night(), *SMALL_NIGHT)
+    ledger.append(*stations_of_the_small_night(), *SMALL_NIGHT[:-1])
+    time.sleep(0.05)
+    between = datetime.now(UTC).isoformat()
+    time.sleep(0.05)
+    ledger.append(SMALL_NIGHT[-1])  # D1's protocol comes in a later batch
     result = ledger.query("forensics")
     # The tally's votes: a 120+150+90+52+10+40 = 462 leads b 37+60+110+39+5+20 = 271.
     assert result["choice"] == "a"
@@ -138,6 +143,11 @@ def test_forensics_of_a_small_night_worked_by_hand(ledger: LedgerUnderTest) -> N
     assert early["fingerprint"] == [[75, 30, 1], [80, 62, 1], [83, 62, 1]]
     # Counts >= 10: 100 50 10 | 150 60 29 | 90 110 58 42.
     assert early["last_digits"] == [7, 0, 1, 0, 0, 0, 0, 0, 1, 1]
+
+    # As the ledger knew it before D1's batch: the same night without D1.
+    known = ledger.query("forensics", "--known-at", between)
+    assert known["stations"] == 4 and known["fingerprint"] == result["fingerprint"][:-1]
+    assert known["integer_turnout"]["expected"] == pytest.approx(float(expected - 1), rel=1e-15)
 
     # The observer's parallel count: its one protocol (B1), where b leads: 120/300 = 40%.
     watch = ledger.query("forensics", "--reporter", "watch")
