@@ -113,13 +113,18 @@ def parse(message: str | bytes) -> Note:
     split = message.rfind("\n\n")
     if split < 0:
         raise BadNote("no blank line before the signature lines")
-    text, block = message[:split + 1], message[split + 2:]
+    return Note(message[:split + 1], parse_signature_lines(message[split + 2:]))
+
+
+def parse_signature_lines(block: str) -> tuple[Signature, ...]:
+    """One or more signature lines, each ending in a newline (as a witness answers them)."""
+    check_text(block)
     if not block.endswith("\n"):
         raise BadNote("the signature lines must each end in a newline")
     lines = block[:-1].split("\n")
     if len(lines) > MAX_SIGNATURES:
         raise BadNote(f"{len(lines)} signature lines; at most {MAX_SIGNATURES} are read")
-    return Note(text, tuple(_signature(number, line) for number, line in enumerate(lines, 1)))
+    return tuple(_signature(number, line) for number, line in enumerate(lines, 1))
 
 
 def _signature(number: int, line: str) -> Signature:
