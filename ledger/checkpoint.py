@@ -105,10 +105,10 @@ def parse_body(text: str) -> Checkpoint:
         raise BadCheckpoint("a checkpoint starts with three non-empty lines: origin, tree size, "
                             "root hash (and any extension line is non-empty)")
     origin, size_text, root_text = lines[:3]
-    if not (size_text.isascii() and size_text.isdigit()) or size_text != str(int(size_text)):
+    if not (size_text.isascii() and size_text.isdigit()) or (size_text[0] == "0" and size_text != "0"):
         raise BadCheckpoint(f"tree size {size_text!r} is not a decimal number without leading zeros")
-    if int(size_text) > MAX_SIZE:
-        raise BadCheckpoint(f"tree size {size_text} is above 2^63 - 1")
+    if len(size_text) > len(str(MAX_SIZE)) or int(size_text) > MAX_SIZE:
+        raise BadCheckpoint(f"tree size {size_text[:40]} is above 2^63 - 1")
     try:
         root = note.decode_canonical_base64(root_text)
     except (binascii.Error, UnicodeEncodeError):
@@ -157,3 +157,19 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
     if not isinstance(key, Ed25519PublicKey):
         raise BadCheckpoint(f"{path}: not an Ed25519 key")
     return key
+
+
+def load_log_verifier(path: Path) -> note.Ed25519Verifier:
+    """A log's key from a PEM public key (its signature lines may carry any name whose key id
+    the key gives) or from a vkey of type 0x01 (then only under that name)."""
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise BadCheckpoint(f"{path}: {error.strerror or error}") from None
+    if data.lstrip().startswith(b"-----BEGIN"):
+        return note.Ed25519Verifier(load_public_key(path))
+    try:
+        key = note.parse_vkey(data.decode("utf-8").strip(), note.ED25519)
+    except (BadNote, UnicodeDecodeError) as error:
+        raise BadCheckpoint(f"{path}: neither a PEM public key nor a log's vkey ({error})") from None
+    return note.Ed25519Verifier(key.ed25519(), key.name)
