@@ -130,3 +130,13 @@ def test_every_bad_line_is_reported_once_without_a_cascade() -> None:
 def test_log_lines_are_allowed_and_ignored() -> None:
     policy = parse_policy(f"log {LOG_VKEY} https://log.example\nlog anything-at-all\nquorum none\n")
     assert policy.quorum == "none" and not policy.witnesses
+
+
+def test_the_policy_in_the_runbook_parses() -> None:
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "witnesses.md").read_text()
+    block = text.split("```text\n# the two observer missions", 1)[1].split("```", 1)[0]
+    policy = parse_policy("# the two observer missions" + block)
+    assert list(policy.witnesses) == ["golos", "party-b"] and policy.quorum == "both"
+    assert quorum_satisfied(policy, ["golos", "party-b"]) and not quorum_satisfied(policy, ["golos"])
