@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from ledger.events import (
+from ledger.domain.events import (
     AppealDecided,
     AppealFiled,
     ElectionDefined,
@@ -108,7 +108,7 @@ def canonical_submitted(text: bytes | str) -> bytes:
     Numbers are read as JCS reads them (IEEE 754 doubles): ``5.0`` and ``1e2`` become
     ``5`` and ``100``. An integer beyond 2^53 - 1 or a number beyond the double range
     cannot be represented exactly and refuses the line. (A member given twice never gets
-    here: the reader refuses it as ambiguous, ``ledger.strict_json``.)
+    here: the reader refuses it as ambiguous, ``ledger.input.strict_json``.)
     """
     try:
         submitted = msgspec.json.decode(text)
