@@ -11,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ledger.checkpoint import Checkpoint, parse, sign
+from ledger.trust.checkpoint import Checkpoint, parse, sign
 from tests.conftest import LedgerUnderTest
 
 SEEDS = [bytes([n]) * 32 for n in (1, 2)]

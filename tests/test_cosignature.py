@@ -11,8 +11,8 @@ import struct
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ledger.checkpoint import BadCheckpoint, Checkpoint, sign
 from ledger.trust import cosignature, note
+from ledger.trust.checkpoint import BadCheckpoint, Checkpoint, sign
 from ledger.trust.cosigned import add_cosignatures, check_cosigned
 from ledger.trust.note import Verdict
 from ledger.trust.policy import parse_policy

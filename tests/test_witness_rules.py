@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from ledger.checkpoint import Checkpoint, sign
-from ledger.merkle import EMPTY_ROOT
+from ledger.trust.checkpoint import Checkpoint, sign
+from ledger.trust.merkle import EMPTY_ROOT
 from ledger.trust.note import Ed25519Verifier
 from ledger.trust.witness import Answer, Witness, WitnessState
 from ledger.trust.witness_key import Cosigner

@@ -20,8 +20,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from ledger.checkpoint import Checkpoint, sign
-from ledger.merkle import MemoryTree
+from ledger.trust.checkpoint import Checkpoint, sign
+from ledger.trust.merkle import MemoryTree
 from tests.serving import Answer, free_port
 
 

@@ -476,8 +476,8 @@ def keygen_cosigner(args: argparse.Namespace) -> int:
 
 
 def witness_serve(args: argparse.Namespace) -> int:
-    from ledger.checkpoint import load_log_verifier
     from ledger.http.witness import serve as run
+    from ledger.trust.checkpoint import load_log_verifier
     from ledger.trust.witness import Witness, WitnessState
     from ledger.trust.witness_key import load_cosigner
 

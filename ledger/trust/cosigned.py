@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from ledger.checkpoint import BadCheckpoint, Checkpoint, parse
 from ledger.trust import note
+from ledger.trust.checkpoint import BadCheckpoint, Checkpoint, parse
 from ledger.trust.cosignature import CosignatureVerifier
 from ledger.trust.note import BadNote, Verdict
 from ledger.trust.policy import Policy, Witness, describe_quorum, quorum_satisfied

@@ -31,10 +31,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ledger.checkpoint import MAX_SIZE, BadCheckpoint, Checkpoint, parse_body
 from ledger.errors import BadInput
-from ledger.merkle import EMPTY_ROOT, ProofError, verify_consistency
 from ledger.trust import cosignature, note
+from ledger.trust.checkpoint import MAX_SIZE, BadCheckpoint, Checkpoint, parse_body
+from ledger.trust.merkle import EMPTY_ROOT, ProofError, verify_consistency
 from ledger.trust.note import BadNote, Verdict
 from ledger.trust.witness_key import Cosigner
 

@@ -11,9 +11,9 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ledger.checkpoint import load_private_key
 from ledger.errors import BadInput
 from ledger.trust import cosignature, note
+from ledger.trust.checkpoint import load_private_key
 from ledger.trust.note import COSIGNATURE_V1, BadNote
 
 
