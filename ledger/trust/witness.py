@@ -129,6 +129,8 @@ class WitnessState:
             if tables and "witnessed" not in tables:
                 raise BadInput(f"{path} holds other tables: not a witness state file")
             self._db.execute(SCHEMA)
+        except sqlite3.OperationalError as error:  # permissions, a full disk, a locked file
+            raise BadInput(f"{path}: cannot open the witness state ({error})") from None
         except sqlite3.DatabaseError as error:
             raise BadInput(f"{path}: not a witness state file ({error})") from None
         # One connection, one transaction at a time in this process; BEGIN IMMEDIATE orders it
