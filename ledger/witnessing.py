@@ -16,13 +16,10 @@ quorum; every published checkpoint is recorded in the ledger with its cosignatur
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import random
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,11 +28,11 @@ from typing import Any
 from ledger.trust.checkpoint import BadCheckpoint, Checkpoint
 from ledger.trust.cosigned import add_cosignatures, check_cosigned
 from ledger.trust.policy import Policy, Witness
+from ledger.trust.witness_client import conflict_size, submit
 
 TIMEOUT_SECONDS = 10.0
 FIRST_BACKOFF_SECONDS = 0.5
 MOST_BACKOFF_SECONDS = 60.0
-MAX_ANSWER_BYTES = 64 << 10
 KEPT_CHECKPOINTS = 16   # the latest signed checkpoints whose cosignatures are still gathered
 
 
@@ -76,14 +73,12 @@ class Witnessing:
     consistency: Callable[[int, int], list[bytes]]  # the proof between two sizes
     record: Callable[[Checkpoint, str], None]      # keep a published checkpoint with its note
     interval: float = 1.0
-    post: Callable[[str, bytes], tuple[int, bytes]] = field(default=None)  # type: ignore[assignment]
     statuses: dict[str, WitnessStatus] = field(default_factory=dict)
     published: Gathering | None = None
     latest: Gathering | None = None
 
     def __post_init__(self) -> None:
-        self.post = self.post or post
-        self.statuses = {name: WitnessStatus(name, witness.url.rstrip("/"))
+        self.statuses = {name: WitnessStatus(name, witness.url)
                          for name, witness in self.policy.witnesses.items() if witness.url}
         self._gathered: dict[int, Gathering] = {}
         self._changed = threading.Condition()
@@ -150,14 +145,11 @@ class Witnessing:
                                      f"{size}: another history, or another server of this log")
                 return
             proof = self.consistency(old, size) if 0 < old < size else []
-            body = (f"old {old}\n" + "".join(_b64(h) + "\n" for h in proof) + "\n"
-                    + target.note).encode()
             try:
-                code, answer = self.post(status.url + "/add-checkpoint", body)
-            except OSError as error:
+                code, text = submit(status.url, old, proof, target.note, timeout=TIMEOUT_SECONDS)
+            except (OSError, ValueError) as error:
                 self._failed(status, f"unreachable: {getattr(error, 'reason', error)}")
                 return
-            text = answer.decode("utf-8", "replace")
             if code == 409 and (learnt := _size(text)) is not None and learnt != old:
                 status.cosigned_size = learnt
                 continue
@@ -212,24 +204,11 @@ class Witnessing:
         }
 
 
-def post(url: str, body: bytes) -> tuple[int, bytes]:
-    """POST ``body``; the status and at most ``MAX_ANSWER_BYTES`` of the answer."""
-    request = urllib.request.Request(url, data=body, method="POST",
-                                     headers={"Content-Type": "text/plain; charset=utf-8"})
-    try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as answer:
-            return answer.status, answer.read(MAX_ANSWER_BYTES)
-    except urllib.error.HTTPError as error:
-        return error.code, error.read(MAX_ANSWER_BYTES)
-
-
 def _size(text: str) -> int | None:
-    line = text.strip()
-    return int(line) if line.isascii() and line.isdigit() and len(line) < 19 else None
-
-
-def _b64(value: bytes) -> str:
-    return base64.b64encode(value).decode()
+    try:
+        return conflict_size(text)
+    except ValueError:
+        return None
 
 
 def _now() -> str:

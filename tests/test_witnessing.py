@@ -206,6 +206,42 @@ def test_the_ledger_publishes_what_the_quorum_cosigned_and_records_it(night: dic
     assert any(text == note for text in kept), "the published checkpoint is recorded whole"
 
 
+def test_verify_and_check_proof_count_the_cosignatures_against_the_quorum(
+        night: dict[str, Any]) -> None:
+    for witness in night["witnesses"]:
+        witness.start()
+    server = serve(night, "both")
+    try:
+        note = eventually(lambda: published(server))
+        assert note
+        event_id = server.get(f"/v1/elections/{ELECTION}/history").json()["events"][0]["event_id"]
+    finally:
+        server.stop()
+    directory = night["dir"]
+    (directory / "cosigned.ckpt").write_text(note)
+    # One witness's cosignature taken out: the quorum (both) is no longer met.
+    head, signatures = note.split("\n\n", 1)
+    kept = [line for line in signatures.splitlines() if not line.startswith("\u2014 party-b ")]
+    (directory / "half.ckpt").write_text(head + "\n\n" + "\n".join(kept) + "\n")
+    policy_file = str(directory / "policy.txt")
+    checked = ledger(directory, "verify", "--checkpoint", "cosigned.ckpt", "--public-key", "log.pub",
+                     "--witnesses", policy_file)
+    assert checked.returncode == 0, checked.stderr
+    assert "2 of 2 trusted witnesses cosigned" in checked.stdout
+    short = ledger(directory, "verify", "--checkpoint", "half.ckpt", "--public-key", "log.pub",
+                   "--witnesses", policy_file)
+    assert short.returncode == 1 and "1 of 2" in short.stderr and "NOT met" in short.stderr
+    proof = ledger(directory, "prove", event_id, "--checkpoint", "cosigned.ckpt")
+    assert proof.returncode == 0, proof.stderr
+    (directory / "event.proof").write_text(proof.stdout)
+    for anchor, code in (("cosigned.ckpt", 0), ("half.ckpt", 1)):
+        found = ledger(directory, "check-proof", "event.proof", "--checkpoint", anchor,
+                       "--public-key", "log.pub", "--witnesses", policy_file)
+        assert found.returncode == code, found.stderr
+    alone = ledger(directory, "verify", "--witnesses", policy_file)
+    assert alone.returncode == 2 and "--checkpoint" in alone.stderr
+
+
 def test_a_witness_that_is_down_stops_nothing_and_is_shown(night: dict[str, Any]) -> None:
     golos, party_b = night["witnesses"]
     golos.start()  # party-b is down
