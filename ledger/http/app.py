@@ -9,7 +9,9 @@ holds up the event loop (and the feed).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable
 from importlib import resources
 from typing import Any
@@ -29,6 +31,9 @@ from ledger.http.writer import Busy, GroupCommitWriter, Saturated
 from ledger.input.reader import Problem
 from ledger.service import LedgerService, NotFound, when
 from ledger.store.application import Appended, BatchRejected
+from ledger.store.session import ReadOnlyReplica
+
+logger = logging.getLogger("ledger.serve")
 
 MAX_BODY_BYTES = 4 << 20       # 4 MiB: a few thousand protocols
 MAX_LINES = 2_000              # per request; one request is planned whole in memory
@@ -158,19 +163,29 @@ def log(request: Request) -> Response:
     limit = _whole_number(query, "limit", 1_000, MAX_LOG_LIMIT)
     service = _service(request)
     head = service.head()
-    rows = service.log(after, limit)
-    # The stored payload is a JSON object ({"recorded_at", "event"}); the position goes in
-    # front of it, so each line carries the event exactly as stored.
-    body = b"".join(b'{"position":%d,' % position + state.lstrip()[1:] + b"\n"
-                    for position, state in rows)
+    # Each line carries what its Merkle leaf hashes (ledger/trust/logrow.py).
+    body = service.log(after, limit)
     return Response(body, media_type="application/x-ndjson", headers={"X-Ledger-Head": str(head)})
+
+
+def consistency(request: Request) -> Response:
+    query = _query(request, ("from", "to"))
+    missing = [Problem(0, name, "required") for name in ("from", "to") if name not in query]
+    if missing:
+        raise Refusal(400, missing)
+    old, new = _whole_number(query, "from", 0), _whole_number(query, "to", 0)
+    try:
+        proof = _service(request).consistency(old, new)
+    except BadInput as error:
+        field, _, reason = str(error).partition(": ")
+        raise Refusal(400, _problem(reason, field)) from None
+    return PlainTextResponse("".join(base64.b64encode(h).decode() + "\n" for h in proof))
 
 
 def checkpoint(request: Request) -> Response:
     _query(request, ())
     state = request.app.state
-    note = _service(request).checkpoint(state.key, state.key_name)
-    return PlainTextResponse(note.text())
+    return PlainTextResponse(_service(request).published_checkpoint(state.key, state.key_name))
 
 
 def proof(request: Request) -> Response:
@@ -208,6 +223,7 @@ async def _read_body(request: Request) -> bytes:
 
 async def post_events(request: Request) -> Response:
     _query(request, ())
+    await _refuse_on_replica(request)
     body = await _read_body(request)
     if sum(1 for line in body.split(b"\n") if line.strip()) > MAX_LINES:
         raise Refusal(413, _problem(f"more than {MAX_LINES} lines in one request; split it"))
@@ -237,6 +253,8 @@ async def post_events(request: Request) -> Response:
     except Busy:
         raise Refusal(503, _problem("the ledger is busy with another writer; retry shortly"),
                       {"Retry-After": RETRY_AFTER_SECONDS}) from None
+    except ReadOnlyReplica as refused:
+        raise Refusal(405, _problem(str(refused)), {"Allow": "GET"}) from None
     outcome = appended.outcome
     reply: dict[str, Any] = {
         "appended": appended.count,
@@ -251,8 +269,23 @@ async def post_events(request: Request) -> Response:
 
         origin = request.app.state.origin or await run_in_threadpool(_service(request).origin)
         request.app.state.origin = origin  # a log's origin never changes once it has an event
-        reply["receipt"] = issue(origin, appended.written, key)
+        # Lines already recorded are receipted at the positions the log holds them: a
+        # reporter whose answer was lost (a crash, a dropped connection) sends again and
+        # gets the receipt it never saw.
+        written = sorted((*appended.written, *appended.known), key=lambda w: w.position)
+        reply["receipt"] = issue(origin, written, key)
     return _json(reply)
+
+
+async def _refuse_on_replica(request: Request) -> None:
+    """A replica holds its source's log and nothing else: it takes no writes (405)."""
+    state = request.app.state
+    if state.replica_of is None:
+        held = await run_in_threadpool(_service(request).held)
+        if held is None:
+            return
+        state.replica_of = held  # a replica never stops being one
+    raise Refusal(405, _problem(str(ReadOnlyReplica(state.replica_of))), {"Allow": "GET"})
 
 
 # -- live ------------------------------------------------------------------------------------
@@ -267,6 +300,34 @@ async def feed(request: Request) -> Response:
 
 def page(request: Request) -> Response:
     return HTMLResponse(resources.files("ledger.http").joinpath("live.html").read_text("utf-8"))
+
+
+MIRRORED_POLL = 0.25  # seconds between looks at a replica's head
+
+
+async def _announce_mirrored(app: Starlette) -> None:
+    """On a replica the log grows by another process (``ledger mirror --follow``): announce
+    on the feed what it adds, so that a replica of this one can follow it in turn."""
+    state, service = app.state, app.state.service
+    announced: int | None = None
+    polls = 0
+    while not state.stopping():
+        await asyncio.sleep(MIRRORED_POLL)
+        polls += 1
+        try:
+            if state.replica_of is None:
+                if polls % 8:  # a ledger becomes a replica at most once: look now and then
+                    continue
+                state.replica_of = await run_in_threadpool(service.held)
+                if state.replica_of is None:
+                    continue
+            head = await run_in_threadpool(service.head)
+        except Exception as error:  # the next look may do better; never end the server
+            logger.warning("could not read the replica's head: %s", error)
+            continue
+        if announced is not None and head > announced:
+            state.feed.publish(announced + 1, head)
+        announced = head
 
 
 # -- errors ----------------------------------------------------------------------------------
@@ -317,6 +378,7 @@ ROUTES = [
     Route("/v1/elections/{election}/history", history),
     Route("/v1/log", log),
     Route("/v1/checkpoint", checkpoint),
+    Route("/v1/consistency", consistency),
     Route("/v1/proof/{event_id:path}", proof),
     Route("/v1/feed", feed),
     Route("/v1/events", post_events, methods=["POST"]),
@@ -337,9 +399,11 @@ def create_app(service: LedgerService, *, key: Any = None, key_name: str | None 
                                    **({"capacity": capacity} if capacity else {}))
         app.state.writer = writer
         writer.start()
+        watcher = asyncio.create_task(_announce_mirrored(app))
         try:
             yield
         finally:
+            watcher.cancel()
             if await run_in_threadpool(writer.stop):
                 service.close()
 
@@ -350,6 +414,7 @@ def create_app(service: LedgerService, *, key: Any = None, key_name: str | None 
     app.state.service = service
     app.state.key, app.state.key_name = key, key_name
     app.state.origin = None
+    app.state.replica_of = None
     app.state.feed = feed_
     app.state.body_seconds = body_seconds
     app.state.stopping = lambda: False
