@@ -23,6 +23,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -198,7 +199,8 @@ def test_each_row_of_the_log_carries_its_leaf_and_consistency_proofs_are_served(
     source.append(*DEFINITIONS)
     server = source.serve("--key", "log.key")
     try:
-        assert server.post(signed(*NIGHT)).status == 200
+        resent_lines_get_their_receipts_and_receipts_check_from_a_url(source, server)
+        assert server.post(signed(*NIGHT[3:])).status == 200
         rows = [json.loads(line) for line in server.get("/v1/log?limit=100").body.splitlines()]
         note = server.get("/v1/checkpoint").body.decode()
         # The old members are still there, equal to the payload's.
@@ -236,8 +238,8 @@ def test_replicas_on_sqlite_and_postgresql_answer_as_their_source(
     try:
         assert server.post(signed(*NIGHT)).status == 200
         time.sleep(0.05)
-        between = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
-        time.sleep(1.05)  # --known-at has a resolution of a second
+        between = datetime.now(UTC).isoformat()
+        time.sleep(0.05)
         for replica in replicas:
             done = replica.ok("mirror", server.url, "--public-key", "log.pub")
             size = len(DEFINITIONS) + len(NIGHT)
@@ -266,38 +268,16 @@ def test_replicas_on_sqlite_and_postgresql_answer_as_their_source(
         assert server.stop() == 0, server.log()
 
 
-def test_a_ledger_of_its_own_or_a_checkpoint_under_another_key_is_refused_and_nothing_stored(
-        nodes: Callable[..., Node], log_key: Path) -> None:
-    source, own = nodes("source"), nodes("own")
-    source.append(*DEFINITIONS)
-    own.append(definition())
-    assert main(["keygen", str(source.directory / "other")]) == 0
-    server = source.serve("--key", "log.key")
-    try:
-        mine = own.run("mirror", server.url, "--public-key", "log.pub")
-        assert mine.code == 2 and "not a replica" in mine.err
-        fresh = nodes("fresh")
-        forged = fresh.run("mirror", server.url, "--public-key", "other.pub")
-        assert forged.code == 1 and "signature" in forged.err
-        assert fresh.entries() == []
-        unsigned = Server(source.db, source.directory, env=source.env).start()
-        try:
-            bare = fresh.run("mirror", unsigned.url, "--public-key", "log.pub")
-            assert bare.code == 1 and fresh.entries() == []
-        finally:
-            unsigned.stop()
-    finally:
-        assert server.stop() == 0, server.log()
-
-
 # -- a man in the middle -------------------------------------------------------------------------
 
 
 class Proxy:
-    """A tiny HTTP/1.1 proxy in front of a source, rewriting the body of /v1/log."""
+    """A tiny HTTP/1.1 proxy in front of a source, rewriting the body of /v1/log (or of the
+    path given)."""
 
-    def __init__(self, upstream: str, rewrite: Callable[[bytes], bytes]) -> None:
-        self.upstream, self.rewrite = upstream, rewrite
+    def __init__(self, upstream: str, rewrite: Callable[[bytes], bytes], path: str = "/v1/log"
+                 ) -> None:
+        self.upstream, self.rewrite, self.path = upstream, rewrite, path
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -310,7 +290,7 @@ class Proxy:
                         kind = answer.headers["Content-Type"]
                 except urllib.error.HTTPError as error:
                     status, body, kind = error.code, error.read(), error.headers["Content-Type"]
-                if self.path.startswith("/v1/log"):
+                if self.path.startswith(proxy.path):
                     body = proxy.rewrite(body)
                 self.send_response(status)
                 self.send_header("Content-Type", kind)
@@ -357,6 +337,7 @@ def test_a_figure_changed_in_transit_is_refused_naming_its_position_and_nothing_
     source.append(*DEFINITIONS)
     server = source.serve("--key", "log.key")
     try:
+        refused_before_reading_a_log(nodes, server)
         assert server.post(signed(*NIGHT)).status == 200
         rows = [json.loads(line) for line in server.get("/v1/log").body.splitlines()]
         n1 = next(r["position"] for r in rows if r["event"].get("station") == "n1")
@@ -396,7 +377,7 @@ def test_a_figure_changed_in_transit_is_refused_naming_its_position_and_nothing_
             assert f"position {position}:" in result.err, (change.__name__, result.err)
             assert replica.entries() == [], change.__name__
             assert "split view" not in result.err
-        honest = Proxy(server.url, lambda body: body)
+        honest = Proxy(server.url, lambda body: body)  # the proxy itself changes nothing
         try:
             assert nodes("replica-honest").run("mirror", honest.url, "--public-key",
                                                "log.pub").code == 0
@@ -404,6 +385,26 @@ def test_a_figure_changed_in_transit_is_refused_naming_its_position_and_nothing_
             honest.close()
     finally:
         assert server.stop() == 0, server.log()
+
+
+def refused_before_reading_a_log(nodes: Callable[..., Node], server: Server) -> None:
+    """A ledger of its own is not made a replica (exit 2); a checkpoint signed by another key,
+    or stripped of its signature on the way, is not accepted (exit 1): nothing is stored."""
+    own = nodes("own")
+    own.append(definition())
+    mine = own.run("mirror", server.url, "--public-key", "log.pub")
+    assert mine.code == 2 and "not a replica" in mine.err
+    assert main(["keygen", str(own.directory / "other")]) == 0
+    fresh = nodes("fresh")
+    forged = fresh.run("mirror", server.url, "--public-key", "other.pub")
+    assert forged.code == 1 and "signature" in forged.err
+    stripping = Proxy(server.url, lambda note: note.split(b"\n\n")[0] + b"\n", "/v1/checkpoint")
+    try:
+        stripped = fresh.run("mirror", stripping.url, "--public-key", "log.pub")
+    finally:
+        stripping.close()
+    assert stripped.code == 1 and "signature" in stripped.err
+    assert fresh.entries() == []
 
 
 # -- a forked operator ---------------------------------------------------------------------------
@@ -571,42 +572,67 @@ def test_a_following_replica_survives_sigkill_and_replicas_chain(
 # -- receipts -------------------------------------------------------------------------------------
 
 
-def test_a_resent_line_gets_the_receipt_of_its_position_and_receipts_check_from_a_url(
-        nodes: Callable[..., Node], log_key: Path) -> None:
-    source = nodes("source")
-    source.append(*DEFINITIONS)
-    server = source.serve("--key", "log.key")
-    try:
-        first = server.post(signed(*NIGHT[:2])).json()
-        again = server.post(signed(*NIGHT[:3])).json()  # two known, one new
-        assert again["appended"] == 1 and again["already_recorded"] == 2
-        assert again["receipt"]["events"][:2] == first["receipt"]["events"]
-        resent = server.post(signed(*NIGHT[:2])).json()
-        assert resent["appended"] == 0 and resent["first_position"] is None
-        assert resent["receipt"]["events"] == first["receipt"]["events"]
-        key = load_pem_public_key((source.directory / "log.pub").read_bytes())
-        body = ("election-ledger/receipt/v1\n" + resent["receipt"]["origin"] + "\n" + "".join(
-            f"{e['position']} {e['leaf_hash']}\n" for e in resent["receipt"]["events"])).encode()
-        key.verify(base64.b64decode(resent["receipt"]["ed25519"]), body)  # type: ignore[union-attr]
-        elsewhere = source.directory / "elsewhere"
-        elsewhere.mkdir()
-        (elsewhere / "r.json").write_text(json.dumps(resent))
-        checker = Node(str(elsewhere / "none.db"), elsewhere, source.capsys, "none")
-        checked = checker.run("check-receipt", str(elsewhere / "r.json"), "--public-key",
-                              "log.pub", "--url", server.url)
-        assert checked.code == 0, checked.err
-        assert not (elsewhere / "none.db").exists()
-        # A receipt the key signed for a position the log does not hold it at (a receipt
-        # forged by whoever holds the key, or a log rewritten since): refused.
-        secret = load_pem_private_key((source.directory / "log.key").read_bytes(), None)
-        events = [{**e, "position": e["position"] + 1} for e in resent["receipt"]["events"]]
-        message = ("election-ledger/receipt/v1\n" + resent["receipt"]["origin"] + "\n" + "".join(
-            f"{e['position']} {e['leaf_hash']}\n" for e in events)).encode()
-        forged = {**resent["receipt"], "events": events,
-                  "ed25519": base64.b64encode(secret.sign(message)).decode()}  # type: ignore[union-attr, call-arg]
-        (elsewhere / "bad.json").write_text(json.dumps(forged))
-        refused = checker.run("check-receipt", str(elsewhere / "bad.json"), "--public-key",
-                              "log.pub", "--url", server.url)
-        assert refused.code == 1 and "another position" in refused.err, refused.err
-    finally:
-        assert server.stop() == 0, server.log()
+# -- receipts -------------------------------------------------------------------------------------
+
+
+def resent_lines_get_their_receipts_and_receipts_check_from_a_url(source: Node, server: Server
+                                                                  ) -> None:
+    first = server.post(signed(*NIGHT[:2])).json()
+    again = server.post(signed(*NIGHT[:3])).json()  # two known, one new
+    assert again["appended"] == 1 and again["already_recorded"] == 2
+    assert again["receipt"]["events"][:2] == first["receipt"]["events"]
+    resent = server.post(signed(*NIGHT[:2])).json()
+    assert resent["appended"] == 0 and resent["first_position"] is None
+    assert resent["receipt"]["events"] == first["receipt"]["events"]
+    key = load_pem_public_key((source.directory / "log.pub").read_bytes())
+    body = ("election-ledger/receipt/v1\n" + resent["receipt"]["origin"] + "\n" + "".join(
+        f"{e['position']} {e['leaf_hash']}\n" for e in resent["receipt"]["events"])).encode()
+    key.verify(base64.b64decode(resent["receipt"]["ed25519"]), body)  # type: ignore[union-attr]
+    elsewhere = source.directory / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "r.json").write_text(json.dumps(resent))
+    checker = Node(str(elsewhere / "none.db"), elsewhere, source.capsys, "none")
+    checked = checker.run("check-receipt", str(elsewhere / "r.json"), "--public-key",
+                          "log.pub", "--url", server.url)
+    assert checked.code == 0, checked.err
+    assert not (elsewhere / "none.db").exists()
+    # A receipt the key signed for a position the log does not hold it at (a receipt
+    # forged by whoever holds the key, or a log rewritten since): refused.
+    secret = load_pem_private_key((source.directory / "log.key").read_bytes(), None)
+    events = [{**e, "position": e["position"] + 1} for e in resent["receipt"]["events"]]
+    message = ("election-ledger/receipt/v1\n" + resent["receipt"]["origin"] + "\n" + "".join(
+        f"{e['position']} {e['leaf_hash']}\n" for e in events)).encode()
+    forged = {**resent["receipt"], "events": events,
+              "ed25519": base64.b64encode(secret.sign(message)).decode()}  # type: ignore[union-attr, call-arg]
+    (elsewhere / "bad.json").write_text(json.dumps(forged))
+    refused = checker.run("check-receipt", str(elsewhere / "bad.json"), "--public-key",
+                          "log.pub", "--url", server.url)
+    assert refused.code == 1 and "another position" in refused.err, refused.err
+
+
+# -- evidence, offline ----------------------------------------------------------------------------
+
+
+def test_two_roots_signed_for_one_size_are_proof_enough_and_nothing_else_is() -> None:
+    """The notes alone prove a split view when they sign one size twice; a note under
+    another key, or two notes of one tree, prove nothing."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from ledger.trust import evidence
+    from ledger.trust.checkpoint import Checkpoint, sign
+
+    key, stranger = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    origin = "election-ledger/00112233aabbccdd"
+
+    def note(size: int, root: bytes, by: Ed25519PrivateKey = key) -> str:
+        return sign(Checkpoint(origin, size, root), by, origin).text()
+
+    leaves = [hashlib.sha256(bytes([i])).digest() for i in range(6)]
+    one, other = mth(leaves), mth([*leaves[:5], hashlib.sha256(b"x").digest()])
+    proven = evidence.check(evidence.build(origin, note(6, one), note(6, other)),
+                            key.public_key())
+    assert "two roots signed for the same size 6" in proven
+    for replica, source in ((note(6, one), note(6, other, stranger)), (note(6, one), note(6, one)),
+                            (note(5, mth(leaves[:5])), note(6, other))):
+        with pytest.raises(evidence.NotProven):
+            evidence.check(evidence.build(origin, replica, source), key.public_key())

@@ -305,18 +305,18 @@ def page(request: Request) -> Response:
 MIRRORED_POLL = 0.25  # seconds between looks at a replica's head
 
 
-async def _announce_mirrored(app: Starlette) -> None:
+async def _announce_mirrored(app: Starlette, announced: int) -> None:
     """On a replica the log grows by another process (``ledger mirror --follow``): announce
-    on the feed what it adds, so that a replica of this one can follow it in turn."""
+    on the feed what it adds beyond ``announced``, so that a replica of this one can follow
+    it in turn."""
     state, service = app.state, app.state.service
-    announced: int | None = None
     polls = 0
     while not state.stopping():
         await asyncio.sleep(MIRRORED_POLL)
         polls += 1
         try:
             if state.replica_of is None:
-                if polls % 8:  # a ledger becomes a replica at most once: look now and then
+                if polls % 8 != 1:  # an empty ledger may become a replica: look now and then
                     continue
                 state.replica_of = await run_in_threadpool(service.held)
                 if state.replica_of is None:
@@ -325,9 +325,9 @@ async def _announce_mirrored(app: Starlette) -> None:
         except Exception as error:  # the next look may do better; never end the server
             logger.warning("could not read the replica's head: %s", error)
             continue
-        if announced is not None and head > announced:
+        if head > announced:
             state.feed.publish(announced + 1, head)
-        announced = head
+            announced = head
 
 
 # -- errors ----------------------------------------------------------------------------------
@@ -399,7 +399,9 @@ def create_app(service: LedgerService, *, key: Any = None, key_name: str | None 
                                    **({"capacity": capacity} if capacity else {}))
         app.state.writer = writer
         writer.start()
-        watcher = asyncio.create_task(_announce_mirrored(app))
+        # What the log holds now: anything a mirror adds from here on is announced.
+        start = await run_in_threadpool(service.head)
+        watcher = asyncio.create_task(_announce_mirrored(app, start))
         try:
             yield
         finally:

@@ -178,9 +178,10 @@ class Remote:
 
 
 class Feed:
-    """Following ``/v1/feed``: iterating yields 0 once connected, then the last position of
-    each commit announced, and raises ``Unreachable`` when the connection ends (the caller
-    connects again)."""
+    """Following ``/v1/feed``: iterating yields 0 once connected and at each keepalive (a
+    time to look again, should a notice have been lost), the last position of each commit
+    announced, and raises ``Unreachable`` when the connection ends (the caller connects
+    again)."""
 
     def __init__(self, url: str, connection: http.client.HTTPConnection, path: str) -> None:
         self.url, self._connection, self._path = url, connection, path
@@ -204,7 +205,9 @@ class Feed:
                     raise Unreachable(f"{where}: {_reason(error)}") from None
                 if not line:
                     raise Unreachable(f"{where}: the source closed the feed")
-                if line.startswith(b"data:"):
+                if line.startswith(b":"):
+                    yield 0
+                elif line.startswith(b"data:"):
                     try:
                         yield int(json.loads(line[5:])["last_position"])
                     except (ValueError, KeyError, TypeError):

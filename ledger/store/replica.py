@@ -146,11 +146,11 @@ def _extend(ledger: Ledger, source: Source, checkpoint: Checkpoint, note: str, s
             raise MirrorFailed("the replica changed while it was being mirrored (another "
                                "`ledger mirror` on it?); run it again")
         head = ledger.head()
-        copier = _Copier(session, head)
+        copier = _Copier(session, head, size)
         for page in source.pages(head, wanted):
-            added = copier.copy([_row(line) for line in page])
-            leaves.extend(leaf for _, leaf in added)
-            positions.extend(position for position, _ in added)
+            rows = [_row(line) for line in page]
+            leaves.extend(copier.copy(rows))
+            positions.extend(row.position for row in rows)
             if tick is not None:
                 tick(len(leaves), wanted)
         newest = copier.last_at
@@ -172,19 +172,21 @@ def _row(line: bytes) -> LogRow:
 class _Copier:
     """Writes served rows into the replica, each planned as ``append`` would plan it."""
 
-    def __init__(self, session: WriteSession, head: int) -> None:
+    def __init__(self, session: WriteSession, head: int, size: int) -> None:
         self.session = session
         self.state = BatchState(session)
         self.last_position = head
         self.last_at = session.last_recorded_at()
+        self.size = size  # of the tree
 
-    def copy(self, rows: Sequence[LogRow]) -> list[tuple[int, bytes]]:
-        """Check and insert one page; return each row's (position, leaf hash)."""
+    def copy(self, rows: Sequence[LogRow]) -> list[bytes]:
+        """Check and insert one page; return the leaf hashes added."""
         decoded = [(row, self._payload(row)) for row in rows]
+        leaves: list[bytes] = []
         for recorded_at, group in groupby(decoded, key=lambda pair: pair[1].recorded_at):
-            self._copy_group(recorded_at, list(group))
+            leaves.extend(self._copy_group(recorded_at, list(group)))
         self.state.forget(keep_definitions=True)
-        return [(row.position, row.leaf()) for row in rows]
+        return leaves
 
     def _payload(self, row: LogRow) -> Payload:
         where = f"position {row.position}"
@@ -202,7 +204,8 @@ class _Copier:
         self.last_at = payload.recorded_at
         return payload
 
-    def _copy_group(self, recorded_at: datetime, group: list[tuple[LogRow, Payload]]) -> None:
+    def _copy_group(self, recorded_at: datetime, group: list[tuple[LogRow, Payload]]
+                    ) -> list[bytes]:
         """Rows the source recorded at one instant: one of its transactions (or several)."""
         planner = Planner(self.state, recorded_at, keep_rejected=False)
         accepted = planner.add([as_submitted(row.position, payload) for row, payload in group])
@@ -218,7 +221,12 @@ class _Copier:
                                    "restates what the log already holds)")
             _same_as_served(row, pending)
             pending = next(taken, None)
-        self.session.insert(accepted, recorded_at, [row.position for row, _ in group])
+        # Each stored entry is byte for byte the served one: its leaf is the row's.
+        positions = self.session.insert_events(accepted, recorded_at, self.size,
+                                               [row.position for row, _ in group])
+        leaves = self.session.extend_tree(self.size, positions, accepted)
+        self.size += len(leaves)
+        return leaves
 
 
 def as_submitted(position: int, payload: Payload) -> Line:

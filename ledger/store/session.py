@@ -137,7 +137,9 @@ class WriteSession(ABC):
         if (held := self.held()) is not None:
             raise ReadOnlyReplica(held)
 
-    def extend_tree(self, size: int, positions: Sequence[int], entries: Sequence[Accepted]) -> None:
+    def extend_tree(self, size: int, positions: Sequence[int], entries: Sequence[Accepted]
+                    ) -> list[bytes]:
+        """Add the entries' leaves (and the nodes they complete) to the tree; return the leaves."""
         leaves = [
             leaf_hash(entry_bytes(position, e.stored))
             for position, e in zip(positions, entries, strict=True)
@@ -145,6 +147,7 @@ class WriteSession(ABC):
         self.insert_nodes(
             [node for node in new_nodes(size, leaves, self.read_node) if node[0] not in UNSTORED_LEVELS]
         )
+        return leaves
 
 
 class MissingNode(LookupError):
