@@ -27,10 +27,10 @@ from typing import Any, Protocol
 import msgspec
 
 from ledger.errors import BadInput, Failure
-from ledger.input.reader import Line, parse_line
+from ledger.input.reader import Line, Problem, parse_line
 from ledger.store.application import Ledger
 from ledger.store.batch import BatchState, Planner
-from ledger.store.codec import Payload, decode_payload
+from ledger.store.codec import Payload
 from ledger.store.session import Accepted, Held, IntegrityIndex, WriteSession, utc_now
 from ledger.trust import evidence, merkle
 from ledger.trust.checkpoint import Checkpoint
@@ -194,10 +194,8 @@ class _Copier:
             raise MirrorFailed(f"{where}: positions must rise (the one before was "
                                f"{self.last_position})")
         self.last_position = row.position
-        try:
-            payload = decode_payload(row.state)
-        except (msgspec.DecodeError, msgspec.ValidationError) as error:
-            raise MirrorFailed(f"{where}: the stored payload is not an event: {error}") from None
+        # The payload's members, decoded from their copies (held to its bytes by ``parse``).
+        payload = Payload(row.recorded_at, row.event, row.signed, row.offset)
         if self.last_at is not None and payload.recorded_at < self.last_at:
             raise MirrorFailed(f"{where}: recorded_at {payload.recorded_at.isoformat()} is before "
                                f"the entry before it ({self.last_at.isoformat()})")
@@ -231,22 +229,29 @@ class _Copier:
 
 def as_submitted(position: int, payload: Payload) -> Line:
     """The line a reporter or the operator sent to have ``payload`` recorded, as ``append``
-    reads it: a signed event as it was signed (its canonical form, with its signature); an
-    unsigned one with ``occurred_at`` at the offset it was written with."""
+    reads it: a signed event as it was signed (its canonical form with its signature, read by
+    the reader, since the signature covers those bytes); an unsigned one as the event it
+    decoded to (the reader's schema is the payload's), with ``occurred_at`` at the offset it
+    was written with."""
     event = payload.event
-    if payload.signed is not None:
-        submitted = bytes(payload.signed.submitted).lstrip()
-        if not event.signature or not submitted.startswith(b"{"):
-            text = submitted
-        else:
-            signature = msgspec.json.encode(event.signature)
-            rest = submitted[1:].lstrip()
-            text = b'{"signature":' + signature + (b"," if rest != b"}" else b"") + rest
-    else:
+    if payload.signed is None:
         if payload.offset:
-            written = timezone(timedelta(seconds=payload.offset))
-            event = msgspec.structs.replace(event, occurred_at=event.occurred_at.astimezone(written))
-        text = msgspec.json.encode(event)
+            try:
+                written = timezone(timedelta(seconds=payload.offset))
+                event = msgspec.structs.replace(event,
+                                                occurred_at=event.occurred_at.astimezone(written))
+            except (ValueError, OverflowError):
+                return Line(position, b"", None, Problem(
+                    position, "offset", f"{payload.offset} s is not an offset occurred_at can "
+                    "have been written with"))
+        return Line(position, b"", event, None)
+    submitted = bytes(payload.signed.submitted).lstrip()
+    if not event.signature or not submitted.startswith(b"{"):
+        text = submitted
+    else:
+        signature = msgspec.json.encode(event.signature)
+        rest = submitted[1:].lstrip()
+        text = b'{"signature":' + signature + (b"," if rest != b"}" else b"") + rest
     return parse_line(position, text)
 
 
@@ -355,8 +360,8 @@ def _split_view(ledger: Ledger, source: Source, held: Held, checkpoint: Checkpoi
     where = (f"; first difference at leaf {leaf_index} (position {entries['replica'].position} "
              f"here, {entries['source'].position} there)" if entries else "")
     return SplitView(
-        f"split view: {source.url} serves a checkpoint of {checkpoint.size} entries signed by "
-        f"the log's key that is not the history of its checkpoint of {size} entries this replica "
+        f"split view: {source.url} serves a checkpoint of {checkpoint.size} entries that "
+        f"contradicts the checkpoint of {size} entries, signed by the same key, that this replica "
         f"holds{where}; nothing stored", checkpoint.size, proof)
 
 

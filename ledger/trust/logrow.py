@@ -16,9 +16,13 @@ what the leaf commits to.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import msgspec
 
+from ledger.domain.events import ElectionEvent
 from ledger.trust.merkle import entry_bytes, leaf_hash
+from ledger.trust.signatures import Signed
 
 _string = msgspec.json.Encoder()
 
@@ -28,13 +32,18 @@ class BadRow(ValueError):
 
 
 class LogRow(msgspec.Struct, frozen=True):
-    """One entry as ``GET /v1/log`` serves it (the copied payload members are not kept)."""
+    """One entry as ``GET /v1/log`` serves it. The payload's members are decoded from their
+    copies on the line (one decode, not two): ``parse`` holds them to the payload's bytes."""
 
     position: int
     stream: str
     version: int
     topic: str
     payload: str
+    recorded_at: datetime
+    event: ElectionEvent
+    signed: Signed | None = None
+    offset: int | None = None
 
     # What ``merkle.entry_bytes`` reads of a stored event.
     @property
@@ -69,12 +78,20 @@ def render(position: int, stream: str, version: int, topic: str, payload: bytes)
             + members + b"\n")
 
 
+class _Where(msgspec.Struct):
+    position: int
+
+
 def parse(line: bytes) -> LogRow:
     """The entry a served line carries; ``BadRow`` unless the line is exactly its rendering."""
     try:
         row = _rows.decode(line)
     except (msgspec.DecodeError, msgspec.ValidationError) as error:
-        raise BadRow(f"not a log entry: {error}") from None
+        try:
+            where = f"position {msgspec.json.decode(line, type=_Where).position}: "
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            where = ""
+        raise BadRow(f"{where}not a log entry: {error}") from None
     where = f"position {row.position}"
     if row.position < 1 or row.version < 1:
         raise BadRow(f"{where}: position and version start at 1")
