@@ -37,6 +37,9 @@ from projections import steps as tally_steps
 from projections.moment import stamp
 from projections.schema import (
     TABLES,
+    EventRow,
+    ProtocolRow,
+    StationRow,
     applied_position,
     create_indexes,
     open_read_models,
@@ -215,9 +218,10 @@ def _rows_of(position: int, entry: Any, rows: dict[str, list[tuple]], stamps: _S
     kind = type(event).__name__
     signed = entry.signed
     rows["events"].append(
-        (position, event.event_id, event.election, kind, station_of(event), occurred, recorded,
-         _dump(event), event.signature.by if signed else None, signed.key if signed else None,
-         bytes(signed.submitted).decode() if signed else None, entry.offset)
+        EventRow(position, event.event_id, event.election, kind, station_of(event), occurred,
+                 recorded, _dump(event), event.signature.by if signed else None,
+                 signed.key if signed else None,
+                 bytes(signed.submitted).decode() if signed else None, entry.offset)
     )
     if isinstance(event, ElectionDefined):
         elections.setdefault(event.election, event)
@@ -231,8 +235,8 @@ def _rows_of(position: int, entry: Any, rows: dict[str, list[tuple]], stamps: _S
         )
     elif isinstance(event, StationRegistered):
         rows["stations"].append(
-            (event.election, event.station, event.region, event.district,
-             event.registered_voters, occurred, recorded, position)
+            StationRow(event.election, event.station, event.region, event.district,
+                       event.registered_voters, occurred, recorded, position)
         )
         registers[(event.election, event.station)] = event.registered_voters
     elif isinstance(event, ProtocolIssued):
@@ -240,11 +244,12 @@ def _rows_of(position: int, entry: Any, rows: dict[str, list[tuple]], stamps: _S
                     if event.registered_voters is None else None)
         failures = protocol_failures(event, elections[event.election], register)
         rows["protocols"].append(
-            (position, event.event_id, event.election, event.station, event.reported_by,
-             occurred, recorded, event.registered_voters, event.ballots_issued,
-             event.ballots_cast, event.invalid, sum(event.votes.values()), event.protocol_no,
-             event.document_sha256, event.supersedes, _dump(failures or None),
-             _dump(event.votes), _dump(event.lines))
+            ProtocolRow(position, event.event_id, event.election, event.station,
+                        event.reported_by, occurred, recorded, event.registered_voters,
+                        event.ballots_issued, event.ballots_cast, event.invalid,
+                        sum(event.votes.values()), event.protocol_no, event.document_sha256,
+                        event.supersedes, _dump(failures or None), _dump(event.votes),
+                        _dump(event.lines))
         )
     elif isinstance(event, ProtocolWithheld):
         rows["withheld"].append(

@@ -30,7 +30,13 @@ from typing import Any
 
 import psycopg
 import pytest
-from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    PublicFormat,
+    load_pem_private_key,
+    load_pem_public_key,
+)
 
 from ledger.cli.main import main
 from tests.conftest import LATER, NIGHT, PG_SERVER, Result, definition, require_postgres, station
@@ -404,7 +410,36 @@ def refused_before_reading_a_log(nodes: Callable[..., Node], server: Server) -> 
     finally:
         stripping.close()
     assert stripped.code == 1 and "signature" in stripped.err
+    # A witness policy: the checkpoint counts only cosigned by its quorum (C2SP
+    # tlog-cosignature v1, made here from the spec's words).
+    witness = Ed25519PrivateKey.generate()
+    raw = witness.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    key_id = hashlib.sha256(b"golos\n\x04" + raw).digest()[:4]
+    policy = own.directory / "policy.txt"
+    vkey = f"golos+{key_id.hex()}+{base64.b64encode(bytes([4]) + raw).decode()}"
+    policy.write_text(f"witness golos {vkey}\nquorum golos\n")
+    (own.directory / "bad-policy.txt").write_text("quorum nobody\n")
+    bad = fresh.run("mirror", server.url, "--public-key", "log.pub", "--witnesses", "bad-policy.txt")
+    assert bad.code == 2, bad.err
+    alone = fresh.run("mirror", server.url, "--public-key", "log.pub", "--witnesses", str(policy))
+    assert alone.code == 1 and "quorum" in alone.err, alone.err
     assert fresh.entries() == []
+
+    def cosigned(note: bytes) -> bytes:
+        body = note.split(b"\n\n")[0] + b"\n"
+        at = int(time.time())
+        signature = witness.sign(b"cosignature/v1\ntime %d\n" % at + body)
+        line = b"\xe2\x80\x94 golos " + base64.b64encode(key_id + at.to_bytes(8, "big") + signature)
+        return note + line + b"\n"
+
+    cosigning = Proxy(server.url, cosigned, "/v1/checkpoint")
+    try:
+        witnessed = fresh.run("mirror", cosigning.url, "--public-key", "log.pub", "--witnesses",
+                              str(policy))
+    finally:
+        cosigning.close()
+    assert witnessed.code == 0, witnessed.err
+    assert len(fresh.entries()) == len(DEFINITIONS)
 
 
 # -- a forked operator ---------------------------------------------------------------------------
@@ -616,8 +651,6 @@ def resent_lines_get_their_receipts_and_receipts_check_from_a_url(source: Node, 
 def test_two_roots_signed_for_one_size_are_proof_enough_and_nothing_else_is() -> None:
     """The notes alone prove a split view when they sign one size twice; a note under
     another key, or two notes of one tree, prove nothing."""
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
     from ledger.trust import evidence
     from ledger.trust.checkpoint import Checkpoint, sign
 

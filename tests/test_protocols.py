@@ -12,7 +12,7 @@ import pytest
 
 from ledger.domain.events import decoder
 from ledger.domain.relations import RelationError, parse
-from projections.seats import allocate
+from projections.seats import Threshold, allocate
 from tests.conftest import LedgerUnderTest, definition, ev, protocol, station
 
 LINES = [{"id": "blank", "name": "Blank ballots"}, {"id": "spoiled", "name": "Spoiled ballots"},
@@ -196,12 +196,13 @@ BELOW = {"below1": 95_000, "below2": 90_000}
 
 def test_georgia_2024_hare_to_largest_parties() -> None:
     votes = {**GEORGIA, **BELOW}
-    allocation = allocate(votes, 150, "hare_to_largest_parties", threshold_pct=5)
+    allocation = allocate(votes, 150, "hare_to_largest_parties",
+                          threshold=Threshold.of(5, sum(votes.values())))
     assert allocation.passing == list(GEORGIA)
     assert allocation.seats == {"gd": 89, "cfc": 19, "unm": 16, "sg": 14, "gfg": 12,
                                 "below1": 0, "below2": 0}
     # Plain largest remainder on the same quota would have given other seats.
-    hare = allocate(votes, 150, "hare", threshold_pct=5).seats
+    hare = allocate(votes, 150, "hare", threshold=Threshold.of(5, sum(votes.values()))).seats
     assert [hare[p] for p in GEORGIA] == [88, 18, 17, 14, 13]
 
 

@@ -493,9 +493,10 @@ def mirror(args: argparse.Namespace) -> int:
 
 
 def _policy(path: str) -> Any:
-    """The witness policy file (C2SP tlog-policy)."""
-    raise BadInput("--witnesses: checking cosignatures against a policy is not in this build "
-                   "yet")
+    """The witness policy file (C2SP tlog-policy); exit 2 naming each bad line."""
+    from ledger.trust.policy import read_policy
+
+    return read_policy(_readable(path))
 
 
 def check_evidence(args: argparse.Namespace) -> int:
@@ -526,6 +527,10 @@ def serve(args: argparse.Namespace) -> int:
 def keygen(args: argparse.Namespace) -> int:
     from ledger.trust.checkpoint import generate_key_pair
 
+    if args.cosigner:
+        return keygen_cosigner(args)
+    if args.name:
+        raise BadInput("--name is the name in a witness's vkey: it goes with --cosigner")
     prefix = _writable(args.prefix, "PREFIX", locate(args.db))
     for made in (prefix.with_suffix(".key"), prefix.with_suffix(".pub")):
         _writable(str(made), "PREFIX", locate(args.db))
@@ -535,6 +540,44 @@ def keygen(args: argparse.Namespace) -> int:
     print(f"wrote {secret} (keep it secret) and {public} (publish it)")
     print(public_key_line(secret))
     return 0
+
+
+def keygen_cosigner(args: argparse.Namespace) -> int:
+    """A witness's key: NAME.key and NAME.vkey; the vkey is all that is printed on stdout."""
+    from ledger.trust.witness_key import generate_cosigner_key, vkey_path
+
+    location = locate(args.db)
+    secret = _writable(f"{args.prefix}.key", "NAME", location)
+    _writable(str(vkey_path(secret)), "NAME", location)
+    cosigner = generate_cosigner_key(secret, args.name or secret.with_suffix("").name)
+    print(f"wrote {secret} (keep it secret) and {vkey_path(secret)} (publish it)", file=sys.stderr)
+    print(cosigner.vkey())
+    return 0
+
+
+def witness_serve(args: argparse.Namespace) -> int:
+    from ledger.http.witness import serve as run
+    from ledger.trust.checkpoint import load_log_verifier
+    from ledger.trust.witness import Witness, WitnessState
+    from ledger.trust.witness_key import load_cosigner
+
+    key = Path(args.key)
+    cosigner = load_cosigner(key)
+    logs: dict[str, Any] = {}
+    for given in args.log:
+        origin, equals, file = given.rpartition("=")
+        if not equals or not origin or not file:
+            raise BadInput(f"--log {given!r}: expected ORIGIN=FILE (the log's origin line and its "
+                           "public key, PEM or vkey)")
+        if any(ord(c) < 0x20 for c in origin):
+            raise BadInput(f"--log {given!r}: an origin is one line of text")
+        if origin in logs:
+            raise BadInput(f"--log: origin {origin!r} is given twice")
+        logs[origin] = load_log_verifier(_readable(file))
+    state = Path(args.state) if args.state else key.with_suffix(".state")
+    _writable(str(state), "--state")
+    witness = Witness(cosigner, logs, WitnessState(state))
+    return run(witness, host=args.host, port=args.port)
 
 
 def public_key_line(secret: Path) -> str:

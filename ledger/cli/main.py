@@ -178,9 +178,36 @@ def build_parser() -> Parser:
     p.add_argument("--public-key", metavar="LOG.pub", required=True,
                    help="the log's Ed25519 public key")
     p = command("keygen", "make an Ed25519 key pair (for checkpoints and signed events); the "
-                "last line printed is the public key in base64, as ReporterRegistered carries it",
-                "ledger keygen cec  (writes cec.key and cec.pub)", commands.keygen)
-    p.add_argument("prefix", metavar="PREFIX", help="writes PREFIX.key and PREFIX.pub")
+                "last line printed is the public key in base64, as ReporterRegistered carries it; "
+                "with --cosigner, a witness's key and its C2SP vkey",
+                "ledger keygen cec  (writes cec.key and cec.pub)   or   ledger keygen golos "
+                "--cosigner  (writes golos.key and golos.vkey)", commands.keygen)
+    p.add_argument("prefix", metavar="PREFIX", help="writes PREFIX.key and PREFIX.pub "
+                   "(with --cosigner: PREFIX.key and PREFIX.vkey)")
+    p.add_argument("--cosigner", action="store_true", help="a witness's key: writes PREFIX.vkey, "
+                   "the C2SP verifier key NAME+ID+base64(0x04 || key), and prints it")
+    p.add_argument("--name", metavar="NAME", help="with --cosigner: the name in the vkey and in "
+                   "every cosignature (default: PREFIX's file name), e.g. witness.example.org/w1")
+    p = sub.add_parser("witness", help="run a witness that cosigns a log's checkpoints "
+                       "(C2SP tlog-witness)", description="A witness cosigns checkpoints of "
+                       "the logs it is given, each only if it extends the last one it cosigned.")
+    witness = p.add_subparsers(dest="witness_command", metavar="COMMAND", parser_class=Parser,
+                               required=True, help="serve: answer POST /add-checkpoint")
+    p = witness.add_parser("serve", help="answer POST /add-checkpoint", description="Answer C2SP "
+                           "tlog-witness POST /add-checkpoint for the logs named by --log.",
+                           epilog="Example: ledger witness serve --key golos.key --log "
+                           "election-ledger/0123456789abcdef=cec.pub --port 8081")
+    p.set_defaults(run=commands.witness_serve)
+    p.add_argument("--key", metavar="W.key", required=True, help="the witness's private key, "
+                   "from `ledger keygen W --cosigner`; its name and key id come from W.vkey beside it")
+    p.add_argument("--log", metavar="ORIGIN=LOG.pub", action="append", required=True,
+                   help="a log to witness: its origin (the first line of its checkpoints) and its "
+                   "public key (PEM, or a vkey); repeat for more logs")
+    p.add_argument("--state", metavar="FILE", help="the SQLite file of what it last cosigned per "
+                   "log (default: W.state beside W.key)")
+    p.add_argument("--host", default="127.0.0.1", help="the address to listen on "
+                   "(default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=_port, default=8081, help="the port to listen on (default: 8081)")
     p = command("sign", "sign each JSON line as its acting reporter and print the signed lines",
                 "ledger sign --key cec.key night.jsonl > night.signed.jsonl", commands.sign)
     p.add_argument("file", metavar="FILE", help="a JSON Lines file, or - for standard input")
