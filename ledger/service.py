@@ -385,20 +385,6 @@ class LedgerService:
         rows = self.ledger(must_exist=True).recorder.select_entries(after, limit)
         return b"".join(render(*row) for row in rows)
 
-    def consistency(self, old: int, new: int) -> list[bytes]:
-        """The RFC 9162 consistency proof from the tree of ``old`` entries to that of ``new``."""
-        from ledger.trust.merkle import consistency_proof
-
-        tree = self.ledger(must_exist=True).recorder.integrity_index()
-        size = tree.size()
-        if old < 1:
-            raise BadInput("from: a consistency proof starts from a tree of at least 1 entry")
-        if old > new:
-            raise BadInput(f"from: {old} is larger than to ({new})")
-        if new > size:
-            raise BadInput(f"to: the log holds {size} entries, not {new}")
-        return consistency_proof(old, new, tree.read_node)
-
     def held(self) -> Held | None:
         """The latest checkpoint this ledger accepted as a replica; None if it is none."""
         return self.ledger(must_exist=True).recorder.integrity_index().held()
@@ -479,6 +465,24 @@ class LedgerService:
         except LookupError as error:
             raise BadInput(str(error).strip('"')) from None
 
+    def consistency(self, old_size: int, new_size: int) -> list[bytes]:
+        """The RFC 9162 consistency proof from the log at ``old_size`` to ``new_size``;
+        ``BadInput`` unless 0 < old_size <= new_size <= the log's size."""
+        from ledger.trust import merkle
+
+        tree = self.ledger(must_exist=True).recorder.integrity_index()
+        size = tree.size()
+        if not 0 < old_size <= new_size <= size:
+            raise BadInput(f"sizes {old_size} and {new_size}: a consistency proof needs "
+                           f"0 < from <= to <= {size} (the log's size)")
+        return merkle.consistency_proof(old_size, new_size, tree.read_node)
+
+    def record_checkpoint(self, checkpoint: Checkpoint, note: str) -> None:
+        """Keep a checkpoint as published, with every signature and cosignature it carries."""
+        from ledger.store.session import utc_now
+
+        tree = self.ledger(must_exist=True).recorder.integrity_index()
+        tree.record_checkpoint(checkpoint.size, checkpoint.root, utc_now().isoformat(), note)
 
     def check_receipt(self, receipt: dict[str, Any], public_key: Any,
                       anchor: Checkpoint | None = None) -> list[dict[str, Any]]:
@@ -494,15 +498,17 @@ class LedgerService:
 
 
 def check_receipt_served(url: str, receipt: dict[str, Any], public_key: Any,
-                         anchor: Checkpoint | None = None) -> tuple[list[dict[str, Any]], Checkpoint]:
+                         anchor: Checkpoint | None = None, policy: Any = None
+                         ) -> tuple[list[dict[str, Any]], Checkpoint]:
     """``check_receipt`` against the ledger served at ``url`` (its HTTP API), without its
-    database: the receipt's events, and the signed checkpoint they were found under."""
+    database: the receipt's events, and the signed checkpoint they were found under (the
+    server's own, accepted under ``policy``, when no ``anchor`` is given)."""
     from ledger.remote.client import Remote
     from ledger.remote.receipts import check_receipt_served as check
     from ledger.trust.receipt import check_signature
 
     events = check_signature(receipt, public_key)
-    return events, check(Remote(url), receipt, events, public_key, anchor)
+    return events, check(Remote(url), receipt, events, public_key, anchor, policy)
 
 
 def _acceptor(url: str, public_key: Any, policy: Any) -> Callable[[str], Checkpoint]:

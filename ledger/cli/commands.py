@@ -25,6 +25,7 @@ from ledger.store.config import Location, locate
 
 if TYPE_CHECKING:  # the event schemas load only when a command reads events
     from ledger.input.reader import Line
+    from ledger.trust.cosigned import Cosigned
 
 MAX_PROBLEMS_SHOWN = 50
 
@@ -339,6 +340,9 @@ def verify(args: argparse.Namespace) -> int:
             signer = verify_note(note, load_public_key(Path(args.public_key)))
         except BadCheckpoint as error:
             return _broken(f"checkpoint {args.checkpoint}: {error}")
+    witnessed = _witnessed(args)
+    if witnessed is not None and not witnessed.ok:
+        return _broken(f"checkpoint {args.checkpoint}: {witnessed.summary()}")
     with _service(args) as service:
         try:
             verified = service.verify(note)
@@ -348,8 +352,27 @@ def verify(args: argparse.Namespace) -> int:
     if note is not None:
         message += f"; extends the checkpoint of {note.size} events"
         message += f", signed by {signer}" if signer else " (signature not checked)"
+    if witnessed is not None:
+        message += f"; {witnessed.summary()}"
     print(message)
     return 0
+
+
+def _witnessed(args: argparse.Namespace) -> Cosigned | None:
+    """With ``--witnesses``: the checkpoint's log signature and cosignatures, counted against
+    the policy's quorum (the caller refuses it unless ``.ok``)."""
+    if not getattr(args, "witnesses", None):
+        return None
+    from ledger.trust.checkpoint import load_public_key
+    from ledger.trust.cosigned import check_cosigned
+    from ledger.trust.policy import read_policy
+
+    if not args.checkpoint or not args.public_key:
+        raise BadInput("--witnesses needs --checkpoint FILE and --public-key LOG.pub: a "
+                       "checkpoint counts only with the log's signature and the quorum's")
+    policy = read_policy(Path(args.witnesses))
+    text = _readable(args.checkpoint).read_text(encoding="utf-8", errors="replace")
+    return check_cosigned(text, load_public_key(Path(args.public_key)), policy)
 
 
 def _broken(message: str) -> int:
@@ -387,6 +410,11 @@ def check_proof(args: argparse.Namespace) -> int:
         if note is None:
             raise BadInput("--public-key needs --checkpoint FILE to check a signature on")
         verify_signature(note, load_public_key(Path(args.public_key)))
+    witnessed = _witnessed(args)
+    if witnessed is not None and not witnessed.ok:
+        print(f"ledger check-proof: FAILED: checkpoint {args.checkpoint}: {witnessed.summary()}",
+              file=sys.stderr)
+        return 1
     try:
         entry = check(proof, note)
     except ProofError as error:
@@ -394,8 +422,10 @@ def check_proof(args: argparse.Namespace) -> int:
         return 1
     header = entry.split(b"\n", 5)
     anchor = "the checkpoint" if note else "the root in the proof (no checkpoint given)"
+    witnesses = f"; {witnessed.summary()}" if witnessed is not None else ""
     print(f"ok: event {_proved_event_id(header[-1])} at position {header[1].decode()} is leaf "
-          f"{proof['leaf_index']} of the log of {proof['tree_size']} events, under {anchor}")
+          f"{proof['leaf_index']} of the log of {proof['tree_size']} events, under {anchor}"
+          f"{witnesses}")
     return 0
 
 
@@ -426,8 +456,16 @@ def check_receipt(args: argparse.Namespace) -> int:
         receipt = receipt["receipt"]  # the whole answer of POST /v1/events
     note = read_checkpoint(Path(args.checkpoint)) if args.checkpoint else None
     url = args.url or (args.db if args.db and args.db.startswith(("http://", "https://")) else None)
+    # Against a served ledger, without --checkpoint, the server's own checkpoint is used: the
+    # policy then applies to it.
+    witnessed = _witnessed(args) if url is None or args.checkpoint else None
+    if witnessed is not None and not witnessed.ok:
+        print(f"ledger check-receipt: FAILED: checkpoint {args.checkpoint}: {witnessed.summary()}",
+              file=sys.stderr)
+        return 1
     if url is not None:
-        return _check_receipt_served(url, receipt, Path(args.public_key), note)
+        policy = _policy(args.witnesses) if args.witnesses and not args.checkpoint else None
+        return _check_receipt_served(url, receipt, Path(args.public_key), note, policy)
     with _service(args) as service:
         try:
             events = service.check_receipt(receipt, load_public_key(Path(args.public_key)), note)
@@ -435,24 +473,29 @@ def check_receipt(args: argparse.Namespace) -> int:
             print(f"ledger check-receipt: FAILED: {error}", file=sys.stderr)
             return 1
     anchor = f" and in the checkpoint of {note.size} events" if note else ""
+    anchor += f"; {witnessed.summary()}" if witnessed is not None else ""
     print(f"ok: {len(events)} event(s) receipted by the ledger's key are in the log at their "
           f"positions{anchor}")
     return 0
 
 
-def _check_receipt_served(url: str, receipt: Any, public_key: Path, note: Any) -> int:
+def _check_receipt_served(url: str, receipt: Any, public_key: Path, note: Any,
+                          policy: Any) -> int:
     from ledger.service import check_receipt_served
     from ledger.trust.checkpoint import load_public_key
     from ledger.trust.receipt import BadReceipt
 
     try:
-        events, anchor = check_receipt_served(url, receipt, load_public_key(public_key), note)
+        events, anchor = check_receipt_served(url, receipt, load_public_key(public_key), note,
+                                              policy)
     except BadReceipt as error:
         print(f"ledger check-receipt: FAILED: {error}", file=sys.stderr)
         return 1
     whose = "the checkpoint given" if note else f"the checkpoint {url} publishes"
+    quorum = ", and cosigned to the witnesses' quorum" if policy is not None else ""
     print(f"ok: {len(events)} event(s) receipted by the ledger's key are in the log served at "
-          f"{url} at their positions, and in {whose} ({anchor.size} events, signed by its key)")
+          f"{url} at their positions, and in {whose} ({anchor.size} events, signed by its "
+          f"key{quorum})")
     return 0
 
 
@@ -520,8 +563,11 @@ def check_evidence(args: argparse.Namespace) -> int:
 def serve(args: argparse.Namespace) -> int:
     from ledger.http.server import serve as run
 
+    if args.witnesses and not args.key:
+        raise BadInput("--witnesses needs --key: witnesses cosign only checkpoints the log signed")
     return run(locate(args.db), host=args.host, port=args.port, key_file=args.key,
-               body_seconds=args.body_timeout, queue=args.queue)
+               body_seconds=args.body_timeout, queue=args.queue, witnesses=args.witnesses,
+               checkpoint_interval=args.checkpoint_interval)
 
 
 def keygen(args: argparse.Namespace) -> int:

@@ -121,6 +121,7 @@ def build_parser() -> Parser:
                    "extend it")
     p.add_argument("--public-key", metavar="FILE", help="require the checkpoint's signature by "
                    "this Ed25519 public key")
+    _witnesses_option(p)
     p = command("prove", "print an inclusion proof (JSON) that one event is in the log",
                 "ledger prove n1-b --checkpoint night.ckpt > n1.proof", commands.prove)
     p.add_argument("event_id", metavar="EVENT_ID", help="the event's event_id (as `ledger "
@@ -134,6 +135,7 @@ def build_parser() -> Parser:
                    "lead to its root (default: the root inside the proof)")
     p.add_argument("--public-key", metavar="FILE", help="require the checkpoint's signature by "
                    "this Ed25519 public key")
+    _witnesses_option(p)
     p = command("serve", "serve the ledger over HTTP: the JSON API, a live feed and a live page",
                 "ledger serve --port 8080 --key ledger.key", commands.serve)
     p.add_argument("--host", default="127.0.0.1", help="the address to listen on "
@@ -146,6 +148,11 @@ def build_parser() -> Parser:
     p.add_argument("--queue", type=_positive, default=None, metavar="N",
                    help="submissions that may wait to be written; beyond that a POST is "
                    "answered 503 with Retry-After (default 1024)")
+    p.add_argument("--witnesses", metavar="POLICY", help="submit each signed checkpoint to the "
+                   "witnesses of this C2SP tlog-policy file and publish at /v1/checkpoint the "
+                   "latest one their quorum cosigned (needs --key)")
+    p.add_argument("--checkpoint-interval", type=_seconds, default=1.0, metavar="SECONDS",
+                   help="sign and submit a checkpoint at most this often (default 1)")
     p = command("check-receipt", "check a receipt from `ledger serve` against the log and, "
                 "optionally, a checkpoint",
                 "ledger check-receipt r.json --public-key ledger.pub --checkpoint night.ckpt",
@@ -157,6 +164,7 @@ def build_parser() -> Parser:
                    "default: the checkpoint the server publishes, signed by --public-key)")
     p.add_argument("--url", metavar="URL", help="check against the ledger served at URL (its "
                    "HTTP API) instead of a local database")
+    _witnesses_option(p)
     p = command("mirror", "keep a verified replica of a served ledger in the local ledger "
                 "(--db: empty, or already a replica of it); read-only afterwards",
                 "ledger mirror http://127.0.0.1:8080 --public-key ledger.pub --follow",
@@ -256,6 +264,12 @@ def build_parser() -> Parser:
     return parser
 
 
+def _witnesses_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--witnesses", metavar="POLICY", help="count the checkpoint only with "
+                        "the log's signature (--public-key) and valid cosignatures that satisfy "
+                        "this C2SP tlog-policy file's quorum")
+
+
 def _moment_options(parser: argparse.ArgumentParser) -> None:
     """--election, --as-of and --known-at, as every query takes them."""
     parser.add_argument("--election", metavar="ID", help="election id (needed only when the "
@@ -291,6 +305,16 @@ def _positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if not 1 <= value <= MAX_STATIONS:
         raise argparse.ArgumentTypeError(f"expected a number from 1 to {MAX_STATIONS:,}, got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError(f"expected more than 0 and at most 3600 seconds, got {text}")
     return value
 
 

@@ -14,7 +14,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from starlette.applications import Starlette
@@ -34,6 +34,9 @@ from ledger.store.application import Appended, BatchRejected
 from ledger.store.session import ReadOnlyReplica
 
 logger = logging.getLogger("ledger.serve")
+
+if TYPE_CHECKING:
+    from ledger.witnessing import Witnessing
 
 MAX_BODY_BYTES = 4 << 20       # 4 MiB: a few thousand protocols
 MAX_LINES = 2_000              # per request; one request is planned whole in memory
@@ -168,24 +171,41 @@ def log(request: Request) -> Response:
     return Response(body, media_type="application/x-ndjson", headers={"X-Ledger-Head": str(head)})
 
 
+def checkpoint(request: Request) -> Response:
+    _query(request, ())
+    state = request.app.state
+    if state.witnessing is not None:
+        published = state.witnessing.checkpoint()
+        if published is None:
+            raise Refusal(503, _problem("no checkpoint has been cosigned by the witnesses' "
+                                        "quorum yet; see /v1/witnesses"),
+                          {"Retry-After": RETRY_AFTER_SECONDS})
+        return PlainTextResponse(published)
+    # A replica's is its source's note, verbatim (with every cosignature it came with).
+    return PlainTextResponse(_service(request).published_checkpoint(state.key, state.key_name))
+
+
+def witnesses(request: Request) -> Response:
+    """Whom the ledger asks to cosign its checkpoints, and how each answered last."""
+    _query(request, ())
+    witnessing = request.app.state.witnessing
+    if witnessing is None:
+        return _json({"quorum": None, "latest_size": None, "published_size": None,
+                      "witnesses": []})
+    return _json(witnessing.status())
+
+
 def consistency(request: Request) -> Response:
     query = _query(request, ("from", "to"))
-    missing = [Problem(0, name, "required") for name in ("from", "to") if name not in query]
-    if missing:
-        raise Refusal(400, missing)
+    for name in ("from", "to"):
+        if name not in query:
+            raise Refusal(400, _problem("needed: the two sizes, ?from=M&to=N", name))
     old, new = _whole_number(query, "from", 0), _whole_number(query, "to", 0)
     try:
         proof = _service(request).consistency(old, new)
     except BadInput as error:
-        field, _, reason = str(error).partition(": ")
-        raise Refusal(400, _problem(reason, field)) from None
+        raise Refusal(400, _problem(str(error), "from")) from None
     return PlainTextResponse("".join(base64.b64encode(h).decode() + "\n" for h in proof))
-
-
-def checkpoint(request: Request) -> Response:
-    _query(request, ())
-    state = request.app.state
-    return PlainTextResponse(_service(request).published_checkpoint(state.key, state.key_name))
 
 
 def proof(request: Request) -> Response:
@@ -379,6 +399,7 @@ ROUTES = [
     Route("/v1/log", log),
     Route("/v1/checkpoint", checkpoint),
     Route("/v1/consistency", consistency),
+    Route("/v1/witnesses", witnesses),
     Route("/v1/proof/{event_id:path}", proof),
     Route("/v1/feed", feed),
     Route("/v1/events", post_events, methods=["POST"]),
@@ -386,7 +407,8 @@ ROUTES = [
 
 
 def create_app(service: LedgerService, *, key: Any = None, key_name: str | None = None,
-               body_seconds: float = BODY_SECONDS, capacity: int | None = None) -> Starlette:
+               body_seconds: float = BODY_SECONDS, capacity: int | None = None,
+               witnessing: Witnessing | None = None) -> Starlette:
     """The ASGI app over ``service``; its lifespan starts the writer and, on shutdown,
     drains it and closes the event store."""
     feed_ = Feed()
@@ -399,6 +421,8 @@ def create_app(service: LedgerService, *, key: Any = None, key_name: str | None 
                                    **({"capacity": capacity} if capacity else {}))
         app.state.writer = writer
         writer.start()
+        if witnessing is not None:
+            witnessing.start()
         # What the log holds now: anything a mirror adds from here on is announced.
         start = await run_in_threadpool(service.head)
         watcher = asyncio.create_task(_announce_mirrored(app, start))
@@ -406,6 +430,8 @@ def create_app(service: LedgerService, *, key: Any = None, key_name: str | None 
             yield
         finally:
             watcher.cancel()
+            if witnessing is not None:
+                await run_in_threadpool(witnessing.stop)
             if await run_in_threadpool(writer.stop):
                 service.close()
 
@@ -417,6 +443,7 @@ def create_app(service: LedgerService, *, key: Any = None, key_name: str | None 
     app.state.key, app.state.key_name = key, key_name
     app.state.origin = None
     app.state.replica_of = None
+    app.state.witnessing = witnessing
     app.state.feed = feed_
     app.state.body_seconds = body_seconds
     app.state.stopping = lambda: False

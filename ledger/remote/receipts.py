@@ -19,16 +19,19 @@ from ledger.store.integrity import check_proof
 from ledger.trust import merkle
 from ledger.trust.accept import accept_checkpoint
 from ledger.trust.checkpoint import BadCheckpoint, Checkpoint
+from ledger.trust.policy import Policy
 from ledger.trust.receipt import BadReceipt
 
 
 def check_receipt_served(remote: Remote, receipt: dict[str, Any], events: list[dict[str, Any]],
-                         public_key: Ed25519PublicKey, anchor: Checkpoint | None) -> Checkpoint:
+                         public_key: Ed25519PublicKey, anchor: Checkpoint | None,
+                         policy: Policy | None = None) -> Checkpoint:
     """That the served log, under ``anchor`` (else the served checkpoint, signed by
-    ``public_key``), holds each receipted event; returns the checkpoint used."""
+    ``public_key`` and, with a ``policy``, cosigned to its quorum), holds each receipted
+    event; returns the checkpoint used."""
     if anchor is None:
         try:
-            anchor = accept_checkpoint(remote.checkpoint(), public_key)
+            anchor = accept_checkpoint(remote.checkpoint(), public_key, policy)
         except BadCheckpoint as error:
             raise BadReceipt(f"{remote.url}/v1/checkpoint: {error}") from None
     if anchor.origin != receipt["origin"]:
