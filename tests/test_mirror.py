@@ -13,6 +13,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -192,11 +193,14 @@ def subproof(m: int, leaves: list[bytes], complete: bool) -> list[bytes]:
     return [*subproof(m - k, leaves[k:], False), mth(leaves[:k])]
 
 
-def leaf_of_row(row: dict[str, Any]) -> bytes:
-    """docs/integrity.md: the leaf of a /v1/log row, from the row alone."""
-    entry = (f"election-ledger entry v1\n{row['position']}\n{row['stream']}\n{row['version']}\n"
-             f"{row['topic']}\n").encode() + row["payload"].encode()
-    return hashlib.sha256(b"\x00" + entry).digest()
+def documented_leaf() -> Callable[[bytes], bytes]:
+    """docs/integrity.md's ``leaf(line)``: the leaf of a /v1/log line, from the line alone."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "integrity.md").read_text()
+    (snippet,) = [code for code in re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+                  if "def leaf(" in code]
+    scope: dict[str, Any] = {}
+    exec(snippet, scope)
+    return scope["leaf"]
 
 
 def test_each_row_of_the_log_carries_its_leaf_and_consistency_proofs_are_served(
@@ -207,12 +211,13 @@ def test_each_row_of_the_log_carries_its_leaf_and_consistency_proofs_are_served(
     try:
         resent_lines_get_their_receipts_and_receipts_check_from_a_url(source, server)
         assert server.post(signed(*NIGHT[3:])).status == 200
-        rows = [json.loads(line) for line in server.get("/v1/log?limit=100").body.splitlines()]
+        served = server.get("/v1/log?limit=100").body.splitlines()
+        rows = [json.loads(line) for line in served]
         note = server.get("/v1/checkpoint").body.decode()
         # The old members are still there, equal to the payload's.
         assert all({k: v for k, v in json.loads(r["payload"]).items()}
                    == {k: r[k] for k in json.loads(r["payload"])} for r in rows)
-        leaves = [leaf_of_row(r) for r in rows]
+        leaves = [documented_leaf()(line) for line in served]
         assert base64.b64decode(note.split("\n")[2]) == mth(leaves)
         proof = server.get(f"/v1/proof/{NIGHT[2]['event_id']}").json()
         assert base64.b64decode(proof["leaf_hash"]) == leaves[proof["leaf_index"]]
