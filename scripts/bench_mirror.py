@@ -103,8 +103,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stations", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=1)
-    parser.add_argument("--replica-db", metavar="URL", help="mirror into this PostgreSQL "
-                        "ledger (a postgresql:// URL with ?schema=; each run adds a suffix)")
+    parser.add_argument("--replica-db", metavar="URL", help="mirror into a PostgreSQL ledger on "
+                        "this server (a postgresql:// URL; each run gets a fresh schema, dropped "
+                        "at the end)")
     parser.add_argument("--follow-seconds", type=float, default=0.0,
                         help="also measure the follow lag during a live load of this long")
     parser.add_argument("--rate", type=float, default=500.0,
@@ -116,12 +117,21 @@ def main() -> int:
     night = work / "night.jsonl"
     lines = generate(night, args.stations)
     runs = []
-    for number in range(args.runs):
-        replica_db = None
-        if args.replica_db:
-            replica_db = args.replica_db.replace("schema=", f"schema=r{number}_", 1) \
-                if "schema=" in args.replica_db else f"{args.replica_db}?schema=bench_mirror_{number}"
-        runs.append(run_once(night, work / f"run-{number}", replica_db))
+    schemas = []
+    try:
+        for number in range(args.runs):
+            replica_db = None
+            if args.replica_db:
+                schemas.append(f"bench_mirror_{os.getpid()}_{number}")
+                replica_db = f"{args.replica_db.split('?')[0]}?schema={schemas[-1]}"
+            runs.append(run_once(night, work / f"run-{number}", replica_db))
+    finally:
+        if schemas:  # every replica schema this run made is dropped, also on failure
+            import psycopg
+
+            with psycopg.connect(args.replica_db.split("?")[0], autocommit=True) as connection:
+                for schema in schemas:
+                    connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     append_rate = statistics.median(r["events"] / r["append_seconds"] for r in runs)
     mirror_rate = statistics.median(r["events"] / r["mirror_seconds"] for r in runs)
     ratio = statistics.median(r["append_seconds"] / r["mirror_seconds"] for r in runs)
