@@ -258,6 +258,7 @@ def test_replicas_on_sqlite_and_postgresql_answer_as_their_source(
             assert done.out.strip() == f"size {size}, root {note.split(chr(10))[2]}, {size} event(s) added"
             assert replica.ok("mirror", server.url, "--public-key", "log.pub").out.endswith(
                 ", 0 event(s) added\n")
+        older = server.get("/v1/checkpoint").body
         assert server.post(signed(*LATER)).status == 200
         note = server.get("/v1/checkpoint").body.decode()
         (source.directory / "source.ckpt").write_text(note)
@@ -272,6 +273,14 @@ def test_replicas_on_sqlite_and_postgresql_answer_as_their_source(
             (source.directory / "more.jsonl").write_bytes(lines(station("n9", "North", 9)))
             refused = replica.run("append", "more.jsonl")
             assert refused.code == 2 and server.url in refused.err and "replica" in refused.err
+        # A source that serves an older checkpoint, consistent with what the replica holds:
+        # nothing to add, nothing wrong.
+        stale = Proxy(server.url, lambda _: older, "/v1/checkpoint")
+        try:
+            again = replicas[0].ok("mirror", stale.url, "--public-key", "log.pub")
+        finally:
+            stale.close()
+        assert again.out.endswith(", 0 event(s) added\n") and replicas[0].entries() == source.entries()
         if source_backend == "postgres":
             positions = [p for p, _ in source.entries()]
             assert positions[len(DEFINITIONS)] - positions[len(DEFINITIONS) - 1] == 4  # the gap
