@@ -326,6 +326,26 @@ class LedgerService:
             return seats(db, load_election(db, election), at, stage=stage, reporter=reporter,
                          scope=scope)
 
+    def forensics(self, at: Moment, *, election: str | None = None,
+                  stage: str = "preliminary", reporter: str | None = None,
+                  scope: str | None = None, choice: str | None = None) -> dict[str, Any]:
+        from projections.forensics import forensics
+        from projections.tally import load_election
+
+        with self.read_models() as db:
+            return forensics(db, load_election(db, election), at, stage=stage,
+                             reporter=reporter, scope=scope, choice=choice)
+
+    def estimate(self, at: Moment, *, election: str | None = None,
+                 stage: str = "preliminary", reporter: str | None = None,
+                 scope: str | None = None, confidence: float = 0.95) -> dict[str, Any]:
+        from projections.estimate import estimate
+        from projections.tally import load_election
+
+        with self.read_models() as db:
+            return estimate(db, load_election(db, election), at, stage=stage,
+                            reporter=reporter, scope=scope, confidence=confidence)
+
     def audit(self, at: Moment, *, election: str | None = None,
               station: str | None = None) -> dict[str, Any]:
         from projections.audit import audit
@@ -344,6 +364,15 @@ class LedgerService:
 
         with self.read_models() as db:
             return appeals(db, at, election=election)
+
+    def reporters(self, at: Moment, *, election: str | None = None) -> dict[str, Any]:
+        """Every reporter of the election with what it reported, and the span of its events
+        and of its protocols on both time axes."""
+        from projections.reporters import reporters
+        from projections.tally import load_election
+
+        with self.read_models() as db:
+            return reporters(db, load_election(db, election), at)
 
     def require(self, election: str, station: str | None = None) -> None:
         """``NotFound`` unless the ledger defines this election (and this station in it)."""

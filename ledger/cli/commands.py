@@ -274,6 +274,60 @@ def seats(args: argparse.Namespace) -> int:
     return _print(result, args.format, rows=rows, header=header)
 
 
+def forensics(args: argparse.Namespace) -> int:
+    moment = _moment(args)
+    with _service(args) as service:
+        result = service.forensics(moment, election=args.election, stage=args.stage,
+                                   reporter=args.reporter, scope=args.scope, choice=args.choice)
+    rows = [{"percent": k, "turnout_stations": turnout, "share_stations": share}
+            for k, (turnout, share) in enumerate(zip(result["turnout_percent"],
+                                                     result["share_percent"], strict=True))]
+    integer = result["integer_turnout"]
+    chi = result["chi_square"]
+    header = (
+        f"forensics of the {result['stage']} tally of {result['election']} by "
+        f"{result['reporter']} ({result['scope']}): {result['stations']} stations, share of "
+        f"{result['choice']} ({result['name']})\n"
+        f"stations at a whole turnout percentage: {integer['observed']} "
+        f"(expected by chance {integer['expected']:.1f})\n"
+        f"last digits 0-9 of vote counts >= 10: {result['last_digits']}, chi-square "
+        + (f"{chi:.2f} (9 degrees of freedom), p = {result['p_value']:.3g}" if chi is not None
+           else "none (no such counts)")
+        + f"\nfingerprint: {len(result['fingerprint'])} turnout x share cells (--format json); "
+        "percentages below with at least one station"
+    )
+    if args.format == "table":
+        rows = [row for row in rows if row["turnout_stations"] or row["share_stations"]]
+    return _print(result, args.format, rows=rows, header=header)
+
+
+def estimate(args: argparse.Namespace) -> int:
+    moment = _moment(args)
+    with _service(args) as service:
+        result = service.estimate(moment, election=args.election, stage=args.stage,
+                                  reporter=args.reporter, scope=args.scope,
+                                  confidence=args.confidence)
+    rows = [
+        {"choice": c, "name": result["names"][c], "share_pct": _percent(share),
+         "low_pct": _percent((result["intervals"][c] or [None])[0]),
+         "high_pct": _percent((result["intervals"][c] or [None, None])[1])}
+        for c, share in result["shares"].items()
+    ]
+    turnout = result["turnout"]
+    header = (
+        f"ESTIMATE of the final result of {result['election']} ({result['stage']} stage) by "
+        f"{result['reporter']} ({result['scope']}) from {result['stations_reporting']}/"
+        f"{result['stations_total']} stations counted; turnout "
+        f"{'unknown' if turnout is None else f'{100 * turnout:.2f}%'}; intervals at "
+        f"{100 * result['confidence']:g}%\n{result['method']}\n{result['note']}"
+    )
+    return _print(result, args.format, rows=rows, header=header)
+
+
+def _percent(fraction: float | None) -> float | None:
+    return None if fraction is None else round(100 * fraction, 2)
+
+
 def audit(args: argparse.Namespace) -> int:
     moment = _moment(args)
     with _service(args) as service:
@@ -293,6 +347,26 @@ def appeals(args: argparse.Namespace) -> int:
     with _service(args) as service:
         result = service.appeals(moment, election=args.election)
     return _print({"appeals": result}, args.format, rows=result)
+
+
+def reporters(args: argparse.Namespace) -> int:
+    moment = _moment(args)
+    with _service(args) as service:
+        result = service.reporters(moment, election=args.election)
+    rows = [{k: r[k] for k in ("reporter", "role", "name", "protocols", "stations",
+                               "withheld_requests", "appeals", "announcements", "decisions",
+                               "first_reported_at", "last_reported_at")}
+            for r in result["reporters"]]
+    events, protocols = result["events"], result["protocols"]
+    header = (
+        f"reporters of {result['election']} (authority {result['authority']}); "
+        f"{events['count']} events occurred {events['first_occurred_at']} to "
+        f"{events['last_occurred_at']}, recorded {events['first_recorded_at']} to "
+        f"{events['last_recorded_at']}\n{protocols['count']} protocols occurred "
+        f"{protocols['first_occurred_at']} to {protocols['last_occurred_at']}, recorded "
+        f"{protocols['first_recorded_at']} to {protocols['last_recorded_at']}"
+    )
+    return _print(result, args.format, rows=rows, header=header)
 
 
 def export(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ stderr; a traceback is shown only with LEDGER_DEBUG=1.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -98,6 +99,18 @@ def build_parser() -> Parser:
     p = command("seats", "the seat allocation of the tally", "ledger seats --stage final",
                 commands.seats)
     _query_options(p, stage=True)
+    p = command("forensics", "election forensics of the protocols the tally counts: integer "
+                "percentages, the turnout x share fingerprint, last digits",
+                "ledger forensics --choice ur --format json", commands.forensics)
+    p.add_argument("--choice", metavar="ID", help="the choice whose share is looked at "
+                   "(default: the one with the most votes in the tally)")
+    _query_options(p, stage=True)
+    p = command("estimate", "the final result estimated from the protocols counted so far, "
+                "with intervals", "ledger estimate --as-of 2030-04-07T22:00:00+02:00",
+                commands.estimate)
+    p.add_argument("--confidence", type=_fraction, default=0.95, metavar="P",
+                   help="the intervals' confidence, between 0 and 1 (default 0.95)")
+    _query_options(p, stage=True)
     p = command("audit", "per-station timeline, conflicts, control-check failures, "
                 "discrepancies", "ledger audit --station s1", commands.audit)
     p.add_argument("--station", metavar="ID", help=STATION_HELP)
@@ -107,6 +120,10 @@ def build_parser() -> Parser:
                 commands.withheld)
     _query_options(p)
     p = command("appeals", "appeals and their outcomes", "ledger appeals", commands.appeals)
+    _query_options(p)
+    p = command("reporters", "who has reported what (protocols, withheld requests, appeals), "
+                "and the span of the election's events and protocols",
+                "ledger reporters --as-of 2030-04-07T23:00:00+02:00", commands.reporters)
     _query_options(p)
     p = command("checkpoint", "print a checkpoint (tree size and root hash) to publish or keep; "
                 "it is also recorded in the ledger", "ledger checkpoint --key cec.key > night.ckpt",
@@ -305,6 +322,17 @@ def _positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if not 1 <= value <= MAX_STATIONS:
         raise argparse.ArgumentTypeError(f"expected a number from 1 to {MAX_STATIONS:,}, got {value}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, such as 0.95; "
+                                         f"got {text!r}")
     return value
 
 

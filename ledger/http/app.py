@@ -12,6 +12,7 @@ import asyncio
 import base64
 import contextlib
 import logging
+import math
 from collections.abc import AsyncIterator, Callable
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -136,6 +137,31 @@ seats = _election_view(
     (*MOMENT, "stage", "reporter", "scope"),
     lambda s, at, e, q: s.seats(at, election=e, stage=_stage(q), reporter=q.get("reporter"),
                                 scope=q.get("scope")))
+TALLY_OPTIONS = (*MOMENT, "stage", "reporter", "scope")
+
+
+def _confidence(query: dict[str, str]) -> float:
+    text = query.get("confidence")
+    if text is None:
+        return 0.95
+    try:
+        value = float(text) if len(text) <= 40 else math.nan
+    except ValueError:
+        value = math.nan
+    if not 0 < value < 1:
+        raise Refusal(400, _problem(f"expected a number between 0 and 1, such as 0.95; got "
+                                    f"{text[:40]!r}", "confidence"))
+    return value
+
+
+forensics = _election_view(
+    (*TALLY_OPTIONS, "choice"),
+    lambda s, at, e, q: s.forensics(at, election=e, stage=_stage(q), reporter=q.get("reporter"),
+                                    scope=q.get("scope"), choice=q.get("choice")))
+estimate = _election_view(
+    (*TALLY_OPTIONS, "confidence"),
+    lambda s, at, e, q: s.estimate(at, election=e, stage=_stage(q), reporter=q.get("reporter"),
+                                   scope=q.get("scope"), confidence=_confidence(q)))
 audit = _election_view(
     (*MOMENT, "station"), lambda s, at, e, q: s.audit(at, election=e, station=q.get("station")))
 history = _election_view(
@@ -143,6 +169,7 @@ history = _election_view(
     lambda s, at, e, q: {"events": s.history(at, election=e, station=q.get("station"))})
 withheld = _election_view(MOMENT, lambda s, at, e, q: s.withheld(at, election=e))
 appeals = _election_view(MOMENT, lambda s, at, e, q: {"appeals": s.appeals(at, election=e)})
+reporters = _election_view(MOMENT, lambda s, at, e, q: s.reporters(at, election=e))
 
 
 # -- for auditors and mirrors ----------------------------------------------------------------
@@ -392,10 +419,13 @@ ROUTES = [
     Route("/v1/elections", elections),
     Route("/v1/elections/{election}/tally", tally),
     Route("/v1/elections/{election}/seats", seats),
+    Route("/v1/elections/{election}/forensics", forensics),
+    Route("/v1/elections/{election}/estimate", estimate),
     Route("/v1/elections/{election}/audit", audit),
     Route("/v1/elections/{election}/withheld", withheld),
     Route("/v1/elections/{election}/appeals", appeals),
     Route("/v1/elections/{election}/history", history),
+    Route("/v1/elections/{election}/reporters", reporters),
     Route("/v1/log", log),
     Route("/v1/checkpoint", checkpoint),
     Route("/v1/consistency", consistency),

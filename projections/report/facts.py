@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from projections.audit import appeals_of, conflicts, control_failures, discrepancies, signers, withheld
+from projections.forensics import forensics
 from projections.moment import Moment, stamp, visible
 from projections.schema import applied_position
 from projections.tally import COUNTED, Election, seats, tally
@@ -55,6 +56,7 @@ class Facts:
     night: list[tuple[datetime, Tally]]  # the preliminary tally at evenly spaced times
     after_night: list[LateProtocol]
     stations: list[StationPoint]
+    forensics: dict[str, Any]  # projections.forensics of the preliminary tally (its leader)
     withheld: dict[str, Any]
     discrepancies: list[dict[str, Any]]
     conflicts: list[dict[str, Any]]
@@ -84,6 +86,7 @@ def gather(db: Any, election: Election, moment: Moment) -> Facts:
         night=night,
         after_night=after_the_night(db, election, moment, night[0][0]) if night else [],
         stations=station_points(db, election, moment),
+        forensics=forensics(db, election, moment),
         withheld=withheld(db, moment, election=election.id),
         discrepancies=discrepancies(db, election, moment),
         conflicts=conflicts(db, election, moment),
