@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from ledger.store.application import Ledger
     from ledger.store.batch import Outcome
     from ledger.store.integrity import Verified
+    from ledger.store.replica import Mirrored
+    from ledger.store.session import Held
     from ledger.trust.checkpoint import Checkpoint
     from projections.tally import Election
 
@@ -404,12 +406,17 @@ class LedgerService:
 
     # -- the log itself --------------------------------------------------------------------
 
-    def log(self, after: int = 0, limit: int = 1_000) -> list[tuple[int, bytes]]:
-        """Up to ``limit`` recorded entries after position ``after``: (position, the stored
-        payload as recorded, JSON with ``recorded_at`` and ``event``)."""
-        rows = self.ledger(must_exist=True).recorder.select_payloads(after, limit)
-        return [(position, state.encode() if isinstance(state, str) else bytes(state))
-                for position, state in rows]
+    def log(self, after: int = 0, limit: int = 1_000) -> bytes:
+        """Up to ``limit`` recorded entries after position ``after``, as JSON Lines in the
+        served form (``ledger.trust.logrow``): each line carries what its Merkle leaf hashes."""
+        from ledger.trust.logrow import render
+
+        rows = self.ledger(must_exist=True).recorder.select_entries(after, limit)
+        return b"".join(render(*row) for row in rows)
+
+    def held(self) -> Held | None:
+        """The latest checkpoint this ledger accepted as a replica; None if it is none."""
+        return self.ledger(must_exist=True).recorder.integrity_index().held()
 
     def head(self) -> int:
         return self.ledger(must_exist=True).head()
@@ -437,6 +444,38 @@ class LedgerService:
             # add a row for every request.
             tree.record_checkpoint(note.size, note.root, utc_now().isoformat(), note.text())
         return note
+
+    def published_checkpoint(self, key: Any = None, name: str | None = None) -> str:
+        """The note ``GET /v1/checkpoint`` answers: a replica's is its source's, verbatim (with
+        every signature it came with), so that replicas can be mirrored in turn."""
+        held = self.held()
+        return held.note if held is not None else self.checkpoint(key, name).text()
+
+    # -- replicas ---------------------------------------------------------------------------
+
+    def mirror(self, url: str, public_key: Any, policy: Any = None, *,
+               tick: Callable[[int, int], None] | None = None, catch_up: bool = True) -> Mirrored:
+        """Mirror the checkpoint the ledger at ``url`` serves into this one, all or nothing
+        (``ledger.store.replica``), then bring the read models up to date."""
+        from ledger.remote.client import Remote
+        from ledger.store.replica import mirror
+
+        mirrored = mirror(self.ledger(), Remote(url), _acceptor(url, public_key, policy), tick)
+        if catch_up and mirrored.added:
+            self.refresh_read_models()
+        return mirrored
+
+    def follow(self, url: str, public_key: Any, policy: Any = None, *,
+               report: Callable[[Mirrored], None],
+               unreachable: Callable[[str, float], None] | None = None,
+               tick: Callable[[int, int], None] | None = None,
+               stop: Callable[[], bool] = lambda: False) -> None:
+        """Mirror each checkpoint the source announces on its feed (``replica.follow``)."""
+        from ledger.remote.client import Remote, Unreachable
+        from ledger.store.replica import follow
+
+        follow(self.ledger(), Remote(url), _acceptor(url, public_key, policy), report,
+               transient=Unreachable, stop=stop, tick=tick, unreachable=unreachable)
 
     def verify(self, anchor: Checkpoint | None = None) -> Verified:
         """Recompute every hash; raises ``IntegrityFailure`` naming what does not match."""
@@ -485,6 +524,36 @@ class LedgerService:
         recorder = self.ledger(must_exist=True).recorder
         check_receipt_against_log(receipt, events, recorder, recorder.integrity_index(), anchor)
         return events
+
+
+def check_receipt_served(url: str, receipt: dict[str, Any], public_key: Any,
+                         anchor: Checkpoint | None = None, policy: Any = None
+                         ) -> tuple[list[dict[str, Any]], Checkpoint]:
+    """``check_receipt`` against the ledger served at ``url`` (its HTTP API), without its
+    database: the receipt's events, and the signed checkpoint they were found under (the
+    server's own, accepted under ``policy``, when no ``anchor`` is given)."""
+    from ledger.remote.client import Remote
+    from ledger.remote.receipts import check_receipt_served as check
+    from ledger.trust.receipt import check_signature
+
+    events = check_signature(receipt, public_key)
+    return events, check(Remote(url), receipt, events, public_key, anchor, policy)
+
+
+def _acceptor(url: str, public_key: Any, policy: Any) -> Callable[[str], Checkpoint]:
+    """The mirror's test of a served checkpoint: ``verify``'s (the log's signature, a witness
+    quorum); one that fails it is the source's failure (exit 1), not the user's."""
+    from ledger.store.replica import MirrorFailed
+    from ledger.trust.accept import accept_checkpoint
+    from ledger.trust.checkpoint import BadCheckpoint
+
+    def accept(note: str) -> Checkpoint:
+        try:
+            return accept_checkpoint(note, public_key, policy)
+        except BadCheckpoint as error:
+            raise MirrorFailed(f"{url}/v1/checkpoint: {error}; nothing stored") from None
+
+    return accept
 
 
 def open_event_store(location: Location, *, must_exist: bool = False) -> Ledger:

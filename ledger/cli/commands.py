@@ -529,11 +529,17 @@ def check_receipt(args: argparse.Namespace) -> int:
     if isinstance(receipt, dict) and isinstance(receipt.get("receipt"), dict):
         receipt = receipt["receipt"]  # the whole answer of POST /v1/events
     note = read_checkpoint(Path(args.checkpoint)) if args.checkpoint else None
-    witnessed = _witnessed(args)
+    url = args.url or (args.db if args.db and args.db.startswith(("http://", "https://")) else None)
+    # Against a served ledger, without --checkpoint, the server's own checkpoint is used: the
+    # policy then applies to it.
+    witnessed = _witnessed(args) if url is None or args.checkpoint else None
     if witnessed is not None and not witnessed.ok:
         print(f"ledger check-receipt: FAILED: checkpoint {args.checkpoint}: {witnessed.summary()}",
               file=sys.stderr)
         return 1
+    if url is not None:
+        policy = _policy(args.witnesses) if args.witnesses and not args.checkpoint else None
+        return _check_receipt_served(url, receipt, Path(args.public_key), note, policy)
     with _service(args) as service:
         try:
             events = service.check_receipt(receipt, load_public_key(Path(args.public_key)), note)
@@ -544,6 +550,87 @@ def check_receipt(args: argparse.Namespace) -> int:
     anchor += f"; {witnessed.summary()}" if witnessed is not None else ""
     print(f"ok: {len(events)} event(s) receipted by the ledger's key are in the log at their "
           f"positions{anchor}")
+    return 0
+
+
+def _check_receipt_served(url: str, receipt: Any, public_key: Path, note: Any,
+                          policy: Any) -> int:
+    from ledger.service import check_receipt_served
+    from ledger.trust.checkpoint import load_public_key
+    from ledger.trust.receipt import BadReceipt
+
+    try:
+        events, anchor = check_receipt_served(url, receipt, load_public_key(public_key), note,
+                                              policy)
+    except BadReceipt as error:
+        print(f"ledger check-receipt: FAILED: {error}", file=sys.stderr)
+        return 1
+    whose = "the checkpoint given" if note else f"the checkpoint {url} publishes"
+    quorum = ", and cosigned to the witnesses' quorum" if policy is not None else ""
+    print(f"ok: {len(events)} event(s) receipted by the ledger's key are in the log served at "
+          f"{url} at their positions, and in {whose} ({anchor.size} events, signed by its "
+          f"key{quorum})")
+    return 0
+
+
+def mirror(args: argparse.Namespace) -> int:
+    from ledger.store.replica import Mirrored, SplitView
+    from ledger.trust.checkpoint import load_public_key
+
+    location = locate(args.db)
+    key = load_public_key(Path(_readable(args.public_key)))
+    policy = _policy(args.witnesses) if args.witnesses else None
+    evidence = _writable(args.evidence, "--evidence", location) if args.evidence else None
+
+    def said(mirrored: Mirrored) -> str:
+        return (f"size {mirrored.size}, root {base64.b64encode(mirrored.root).decode()}, "
+                f"{mirrored.added} event(s) added")
+
+    def followed(mirrored: Mirrored) -> None:
+        lag = mirrored.lag
+        print(f"{said(mirrored)}, lag {lag:.2f} s" if lag is not None else said(mirrored),
+              flush=True)
+
+    def unreachable(reason: str, retry: float) -> None:
+        print(f"ledger mirror: {reason}; trying again in {retry:g} s", file=sys.stderr, flush=True)
+
+    with LedgerService(location) as service, progress.Ticks("mirror") as tick:
+        try:
+            if args.follow:
+                service.follow(args.url, key, policy, report=followed, unreachable=unreachable,
+                               tick=tick)
+                return 0
+            print(said(service.mirror(args.url, key, policy, tick=tick)))
+        except SplitView as split:
+            path = evidence or _writable(f"split-view-{split.size}.json", "--evidence", location)
+            path.write_text(as_json(split.evidence) + "\n", encoding="utf-8")
+            print(f"{split}; evidence written to {path}", file=sys.stderr)
+            return 1
+    return 0
+
+
+def _policy(path: str) -> Any:
+    """The witness policy file (C2SP tlog-policy); exit 2 naming each bad line."""
+    from ledger.trust.policy import read_policy
+
+    return read_policy(_readable(path))
+
+
+def check_evidence(args: argparse.Namespace) -> int:
+    import json
+
+    from ledger.trust.checkpoint import load_public_key
+    from ledger.trust.evidence import NotProven, check
+
+    key = load_public_key(Path(_readable(args.public_key)))
+    text = _readable(args.evidence).read_bytes()
+    try:
+        proven = check(json.loads(text), key)
+    except (ValueError, RecursionError) as error:
+        reason = str(error) if isinstance(error, NotProven) else f"not JSON ({error})"
+        print(f"ledger check-evidence: NOT PROVEN: {reason}", file=sys.stderr)
+        return 1
+    print(f"ok: {proven}")
     return 0
 
 

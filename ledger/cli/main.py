@@ -177,8 +177,31 @@ def build_parser() -> Parser:
     p.add_argument("receipt", metavar="RECEIPT", help="a receipt, as `ledger serve` returned it")
     p.add_argument("--public-key", metavar="FILE.pub", required=True,
                    help="the ledger's Ed25519 public key (the server's --key)")
-    p.add_argument("--checkpoint", metavar="FILE", help=CHECKPOINT_HELP)
+    p.add_argument("--checkpoint", metavar="FILE", help=CHECKPOINT_HELP + " (with --url, "
+                   "default: the checkpoint the server publishes, signed by --public-key)")
+    p.add_argument("--url", metavar="URL", help="check against the ledger served at URL (its "
+                   "HTTP API) instead of a local database")
     _witnesses_option(p)
+    p = command("mirror", "keep a verified replica of a served ledger in the local ledger "
+                "(--db: empty, or already a replica of it); read-only afterwards",
+                "ledger mirror http://127.0.0.1:8080 --public-key ledger.pub --follow",
+                commands.mirror)
+    p.add_argument("url", metavar="URL", help="where the source is served (`ledger serve`)")
+    p.add_argument("--public-key", metavar="LOG.pub", required=True,
+                   help="the log's Ed25519 public key: its checkpoints must be signed by it")
+    p.add_argument("--witnesses", metavar="POLICY", help="a C2SP tlog-policy file: accept only "
+                   "checkpoints cosigned by its quorum of witnesses")
+    p.add_argument("--follow", action="store_true", help="keep following the source's feed, "
+                   "mirroring each new checkpoint (one line each, with its lag); Ctrl-C stops")
+    p.add_argument("--evidence", metavar="FILE", help="where to write the evidence of a split "
+                   "view (default: split-view-SIZE.json)")
+    p = command("check-evidence", "check split-view evidence written by `ledger mirror`, "
+                "offline: exit 0 only if it proves the log's key signed two histories",
+                "ledger check-evidence split-view-120.json --public-key ledger.pub",
+                commands.check_evidence)
+    p.add_argument("evidence", metavar="FILE", help="the evidence (JSON)")
+    p.add_argument("--public-key", metavar="LOG.pub", required=True,
+                   help="the log's Ed25519 public key")
     p = command("keygen", "make an Ed25519 key pair (for checkpoints and signed events); the "
                 "last line printed is the public key in base64, as ReporterRegistered carries it; "
                 "with --cosigner, a witness's key and its C2SP vkey",

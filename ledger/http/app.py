@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import logging
 import math
 from collections.abc import AsyncIterator, Callable
 from importlib import resources
@@ -31,6 +32,9 @@ from ledger.http.writer import Busy, GroupCommitWriter, Saturated
 from ledger.input.reader import Problem
 from ledger.service import LedgerService, NotFound, when
 from ledger.store.application import Appended, BatchRejected
+from ledger.store.session import ReadOnlyReplica
+
+logger = logging.getLogger("ledger.serve")
 
 if TYPE_CHECKING:
     from ledger.witnessing import Witnessing
@@ -189,11 +193,8 @@ def log(request: Request) -> Response:
     limit = _whole_number(query, "limit", 1_000, MAX_LOG_LIMIT)
     service = _service(request)
     head = service.head()
-    rows = service.log(after, limit)
-    # The stored payload is a JSON object ({"recorded_at", "event"}); the position goes in
-    # front of it, so each line carries the event exactly as stored.
-    body = b"".join(b'{"position":%d,' % position + state.lstrip()[1:] + b"\n"
-                    for position, state in rows)
+    # Each line carries what its Merkle leaf hashes (ledger/trust/logrow.py).
+    body = service.log(after, limit)
     return Response(body, media_type="application/x-ndjson", headers={"X-Ledger-Head": str(head)})
 
 
@@ -207,8 +208,8 @@ def checkpoint(request: Request) -> Response:
                                         "quorum yet; see /v1/witnesses"),
                           {"Retry-After": RETRY_AFTER_SECONDS})
         return PlainTextResponse(published)
-    note = _service(request).checkpoint(state.key, state.key_name)
-    return PlainTextResponse(note.text())
+    # A replica's is its source's note, verbatim (with every cosignature it came with).
+    return PlainTextResponse(_service(request).published_checkpoint(state.key, state.key_name))
 
 
 def witnesses(request: Request) -> Response:
@@ -269,6 +270,7 @@ async def _read_body(request: Request) -> bytes:
 
 async def post_events(request: Request) -> Response:
     _query(request, ())
+    await _refuse_on_replica(request)
     body = await _read_body(request)
     if sum(1 for line in body.split(b"\n") if line.strip()) > MAX_LINES:
         raise Refusal(413, _problem(f"more than {MAX_LINES} lines in one request; split it"))
@@ -298,6 +300,8 @@ async def post_events(request: Request) -> Response:
     except Busy:
         raise Refusal(503, _problem("the ledger is busy with another writer; retry shortly"),
                       {"Retry-After": RETRY_AFTER_SECONDS}) from None
+    except ReadOnlyReplica as refused:
+        raise Refusal(405, _problem(str(refused)), {"Allow": "GET"}) from None
     outcome = appended.outcome
     reply: dict[str, Any] = {
         "appended": appended.count,
@@ -312,8 +316,23 @@ async def post_events(request: Request) -> Response:
 
         origin = request.app.state.origin or await run_in_threadpool(_service(request).origin)
         request.app.state.origin = origin  # a log's origin never changes once it has an event
-        reply["receipt"] = issue(origin, appended.written, key)
+        # Lines already recorded are receipted at the positions the log holds them: a
+        # reporter whose answer was lost (a crash, a dropped connection) sends again and
+        # gets the receipt it never saw.
+        written = sorted((*appended.written, *appended.known), key=lambda w: w.position)
+        reply["receipt"] = issue(origin, written, key)
     return _json(reply)
+
+
+async def _refuse_on_replica(request: Request) -> None:
+    """A replica holds its source's log and nothing else: it takes no writes (405)."""
+    state = request.app.state
+    if state.replica_of is None:
+        held = await run_in_threadpool(_service(request).held)
+        if held is None:
+            return
+        state.replica_of = held  # a replica never stops being one
+    raise Refusal(405, _problem(str(ReadOnlyReplica(state.replica_of))), {"Allow": "GET"})
 
 
 # -- live ------------------------------------------------------------------------------------
@@ -328,6 +347,34 @@ async def feed(request: Request) -> Response:
 
 def page(request: Request) -> Response:
     return HTMLResponse(resources.files("ledger.http").joinpath("live.html").read_text("utf-8"))
+
+
+MIRRORED_POLL = 0.25  # seconds between looks at a replica's head
+
+
+async def _announce_mirrored(app: Starlette, announced: int) -> None:
+    """On a replica the log grows by another process (``ledger mirror --follow``): announce
+    on the feed what it adds beyond ``announced``, so that a replica of this one can follow
+    it in turn."""
+    state, service = app.state, app.state.service
+    polls = 0
+    while not state.stopping():
+        await asyncio.sleep(MIRRORED_POLL)
+        polls += 1
+        try:
+            if state.replica_of is None:
+                if polls % 8 != 1:  # an empty ledger may become a replica: look now and then
+                    continue
+                state.replica_of = await run_in_threadpool(service.held)
+                if state.replica_of is None:
+                    continue
+            head = await run_in_threadpool(service.head)
+        except Exception as error:  # the next look may do better; never end the server
+            logger.warning("could not read the replica's head: %s", error)
+            continue
+        if head > announced:
+            state.feed.publish(announced + 1, head)
+            announced = head
 
 
 # -- errors ----------------------------------------------------------------------------------
@@ -406,9 +453,13 @@ def create_app(service: LedgerService, *, key: Any = None, key_name: str | None 
         writer.start()
         if witnessing is not None:
             witnessing.start()
+        # What the log holds now: anything a mirror adds from here on is announced.
+        start = await run_in_threadpool(service.head)
+        watcher = asyncio.create_task(_announce_mirrored(app, start))
         try:
             yield
         finally:
+            watcher.cancel()
             if witnessing is not None:
                 await run_in_threadpool(witnessing.stop)
             if await run_in_threadpool(writer.stop):
@@ -421,6 +472,7 @@ def create_app(service: LedgerService, *, key: Any = None, key_name: str | None 
     app.state.service = service
     app.state.key, app.state.key_name = key, key_name
     app.state.origin = None
+    app.state.replica_of = None
     app.state.witnessing = witnessing
     app.state.feed = feed_
     app.state.body_seconds = body_seconds

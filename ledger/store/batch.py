@@ -53,6 +53,8 @@ class Outcome:
     # Kept only for a rejects file, each line with all its own reasons.
     rejected_lines: list[tuple[Line, list[Problem]]] = field(default_factory=list)
     flagged: list[Problem] = field(default_factory=list)
+    # The event ids of lines already recorded, when the planner is asked to remember them.
+    known: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -182,9 +184,11 @@ class BatchState:
 class Planner:
     """Turns lines into entries to write, keeping every decision it made."""
 
-    def __init__(self, state: BatchState, recorded_at: datetime, *, keep_rejected: bool) -> None:
+    def __init__(self, state: BatchState, recorded_at: datetime, *, keep_rejected: bool,
+                 remember_known: bool = False) -> None:
         self.state = state
         self.keep_rejected = keep_rejected
+        self.remember_known = remember_known
         self.recorded_at = recorded_at
         self.mapper = LedgerMapper(transcoder=None)  # type: ignore[arg-type]
         self.outcome = Outcome()
@@ -222,6 +226,8 @@ class Planner:
         if known is not None:
             if known.digest == digest:
                 self.outcome.already_recorded += 1
+                if self.remember_known:
+                    self.outcome.known.append(event_id)
                 return None
             return self._reject(line, [Problem(
                 line.number, "event_id", f"{event_id!r} is already recorded with different content"
