@@ -105,9 +105,9 @@ def test_two_servers_on_one_postgresql_ledger_see_each_others_writes(tmp_path: P
         tally = "/v1/elections/council-2030/tally"
         assert two.get(tally).json()["stations_reporting"] == 0
         assert one.post(signed(protocol("n1", "07T20:00:00", {"a": 7, "b": 3}))).status == 200
-        assert two.get(tally).json()["votes"] == {"a": 7, "b": 3}
+        assert two.get(tally).json()["votes"] == {"a": 7, "b": 3, "c": 0, "d": 0}
         assert two.post(signed(protocol("s1", "07T21:00:00", {"a": 1, "c": 5}))).status == 200
-        assert one.get(tally).json()["votes"] == {"a": 8, "b": 3, "c": 5}
+        assert one.get(tally).json()["votes"] == {"a": 8, "b": 3, "c": 5, "d": 0}
     finally:
         assert one.stop() == 0
         assert two.stop() == 0
@@ -143,12 +143,12 @@ def test_the_live_page_shows_the_tally_and_updates_after_a_post(keyed: LedgerUnd
                 ".map(r => [r.dataset.choice, r.querySelectorAll('td')[1].textContent.trim()]))")
 
         wait.until(lambda _: votes().get("a") == "400")
-        assert votes() == {"a": "400", "b": "300"}
+        assert votes() == {"a": "400", "b": "300", "c": "0", "d": "0"}
         wait.until(lambda _: browser.find_element(By.ID, "connection").text == "live")
         assert "1 of 3 stations reporting" in browser.find_element(By.ID, "summary").text
         assert server.post(signed(protocol("s1", "07T21:00:00", {"a": 50, "c": 25}))).status == 200
         wait.until(lambda _: votes().get("a") == "450")
-        assert votes() == {"a": "450", "b": "300", "c": "25"}
+        assert votes() == {"a": "450", "b": "300", "c": "25", "d": "0"}
         assert "2 of 3 stations reporting" in browser.find_element(By.ID, "summary").text
         # Scrub back to the start of the night (the election's definition, before its
         # stations were registered): nothing is reported.
@@ -156,7 +156,7 @@ def test_the_live_page_shows_the_tally_and_updates_after_a_post(keyed: LedgerUnd
         browser.execute_script("arguments[0].value = 0; arguments[0].dispatchEvent(new Event('input'))",
                                slider)
         wait.until(lambda _: browser.find_element(By.ID, "summary").text.startswith("0 of "))
-        assert votes() == {}
+        assert votes() == dict.fromkeys("abcd", "0")  # every choice, none counted yet
         assert "as of 2030-04-01" in browser.find_element(By.ID, "moment-label").text
         shot = keyed.directory / "live.png"
         browser.save_screenshot(str(shot))
