@@ -18,7 +18,7 @@ import rfc8785
 
 from tests.conftest import LedgerUnderTest, definition, ev, protocol, station
 from tests.serving import Server, lines
-from tests.test_signatures import N1, N2, Reporter, refused
+from tests.test_signatures import N1, N2, Reporter
 
 
 @pytest.fixture
