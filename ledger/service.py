@@ -1,6 +1,6 @@
 """The application layer: what the ledger does, whichever adapter asks.
 
-The command line (``ledger.commands``) and the HTTP API (``ledger.http``) are adapters over
+The command line (``ledger.cli.commands``) and the HTTP API (``ledger.http``) are adapters over
 the one ``LedgerService``: they turn arguments or requests into plain values, call a method
 here, and render the plain dicts and objects it returns. No query is written twice, and the
 decision "are the read models current, catch them up if not" is made in ``read_models``.
@@ -18,20 +18,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ledger.config import Location
 from ledger.errors import BadInput, Failure
-from ledger.head import postgres_head, sqlite_head
+from ledger.store.config import Location
+from ledger.store.head import postgres_head, sqlite_head
 from projections.errors import QueryError
 from projections.moment import ALWAYS, BadMoment, Moment, moment
 from projections.schema import SCHEMA_VERSION, applied_position, connect, schema_version
 
 if TYPE_CHECKING:
-    from ledger.application import Ledger
-    from ledger.batch import Outcome
-    from ledger.checkpoint import Checkpoint
-    from ledger.integrity import Verified
-    from ledger.reader import Line, Problem
-    from ledger.station_table import StationTable, TableMap
+    from ledger.input.reader import Line, Problem
+    from ledger.input.station_table import StationTable, TableMap
+    from ledger.store.application import Ledger
+    from ledger.store.batch import Outcome
+    from ledger.store.integrity import Verified
+    from ledger.trust.checkpoint import Checkpoint
     from projections.tally import Election
 
 
@@ -151,8 +151,8 @@ class LedgerService:
                catch_up: bool = True) -> Receipt:
         """Check every line, store the accepted ones in one transaction, then bring the
         read models up to date. Raises ``Refused`` (nothing stored) unless ``skip_invalid``."""
-        from ledger.application import BatchRejected
-        from ledger.store import LedgerBusy
+        from ledger.store.application import BatchRejected
+        from ledger.store.session import LedgerBusy
 
         ledger = self.ledger()
         try:
@@ -187,7 +187,8 @@ class LedgerService:
         they are read at once here, outside the import's write transaction (a lookup per row
         would hold that transaction idle); should another writer register one meanwhile, the
         import's registration of it is a no-op or, if it differs, refused."""
-        from ledger.station_table import read_station_table, stored_election, undefined_in
+        from ledger.input.station_table import read_station_table, undefined_in
+        from ledger.store.application import stored_election
 
         election = stored_election(self.ledger(), table_map.election)
         if election is None:
@@ -204,9 +205,10 @@ class LedgerService:
         """The signatures among ``lines`` that the keys the ledger holds now refuse. Only to
         say why a request already refused for its content is refused (signatures come
         first): what is appended is always checked inside the write transaction."""
-        from ledger.events import decoder
-        from ledger.reader import Problem
-        from ledger.signatures import Keyring, SignatureRefused, authenticate
+        from ledger.domain.events import decoder
+        from ledger.domain.keyring import Keyring
+        from ledger.input.reader import Problem
+        from ledger.trust.signatures import SignatureRefused, authenticate
 
         elections: dict[str, Any] = {}
         keyring = Keyring()
@@ -391,7 +393,7 @@ class LedgerService:
         return self.ledger(must_exist=True).head()
 
     def origin(self) -> str:
-        from ledger.integrity import origin
+        from ledger.store.integrity import origin
 
         return origin(self.ledger(must_exist=True).recorder.integrity_index())
 
@@ -399,9 +401,9 @@ class LedgerService:
 
     def checkpoint(self, key: Any = None, name: str | None = None) -> Checkpoint:
         """The log's current checkpoint, signed with ``key`` if given, and recorded."""
-        from ledger.checkpoint import sign
-        from ledger.integrity import checkpoint_of
-        from ledger.store import utc_now
+        from ledger.store.integrity import checkpoint_of
+        from ledger.store.session import utc_now
+        from ledger.trust.checkpoint import sign
 
         tree = self.ledger(must_exist=True).recorder.integrity_index()
         note = checkpoint_of(tree)
@@ -416,14 +418,14 @@ class LedgerService:
 
     def verify(self, anchor: Checkpoint | None = None) -> Verified:
         """Recompute every hash; raises ``IntegrityFailure`` naming what does not match."""
-        from ledger.integrity import verify
+        from ledger.store.integrity import verify
 
         recorder = self.ledger(must_exist=True).recorder
         return verify(recorder, recorder.integrity_index(), anchor)
 
     def prove(self, event_id: str, anchor: Checkpoint | None = None) -> dict[str, Any]:
         """The inclusion proof of one event; ``BadInput`` if the log does not hold it."""
-        from ledger.integrity import inclusion_proof
+        from ledger.store.integrity import inclusion_proof
 
         recorder = self.ledger(must_exist=True).recorder
         try:
@@ -436,11 +438,12 @@ class LedgerService:
                       anchor: Checkpoint | None = None) -> list[dict[str, Any]]:
         """The receipt's events, once its signature, the log and ``anchor`` all bear it out;
         ``BadReceipt`` naming the first thing that does not."""
-        from ledger.receipt import check_against_log, check_signature
+        from ledger.store.integrity import check_receipt_against_log
+        from ledger.trust.receipt import check_signature
 
         events = check_signature(receipt, public_key)
         recorder = self.ledger(must_exist=True).recorder
-        check_against_log(receipt, events, recorder, recorder.integrity_index(), anchor)
+        check_receipt_against_log(receipt, events, recorder, recorder.integrity_index(), anchor)
         return events
 
 
@@ -448,12 +451,12 @@ def open_event_store(location: Location, *, must_exist: bool = False) -> Ledger:
     """The event store at ``location``, with failures to reach it said in one line."""
     from eventsourcing.persistence import PersistenceError
 
-    from ledger.application import Ledger
+    from ledger.store.application import Ledger
 
     if must_exist and not location.is_postgres and not Path(location.db).exists():
         raise BadInput(f"no ledger at {location.db}; append events first (ledger append FILE)")
     if location.is_postgres:
-        from ledger.reachable import postgres_problem
+        from ledger.store.reachable import postgres_problem
 
         if (problem := postgres_problem(location)) is not None:
             raise Failure(f"cannot use the ledger at {location.describe()}: {problem}")

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
-from ledger.events import (
+from ledger.domain.events import (
     AppealDecided,
     AppealFiled,
     ElectionDefined,
@@ -32,12 +32,15 @@ from ledger.events import (
     decoder,
     station_of,
 )
-from ledger.keyring import fingerprint
-from ledger.relations import protocol_failures
+from ledger.domain.keyring import fingerprint
+from ledger.domain.relations import protocol_failures
 from projections import steps as tally_steps
 from projections.moment import stamp
 from projections.schema import (
     TABLES,
+    EventRow,
+    ProtocolRow,
+    StationRow,
     applied_position,
     create_indexes,
     open_read_models,
@@ -45,13 +48,13 @@ from projections.schema import (
 )
 
 if TYPE_CHECKING:
-    from ledger.application import Logged
+    from ledger.store.application import Logged
 
 PAGE = 5_000
 
 
 class Log(Protocol):
-    """What the read side needs of the event store: ``ledger.application.Ledger`` is one."""
+    """What the read side needs of the event store: ``ledger.store.application.Ledger`` is one."""
 
     def entries(self, after: int = 0) -> Iterable[Logged]: ...
     def head(self) -> int: ...
@@ -216,9 +219,10 @@ def _rows_of(position: int, entry: Any, rows: dict[str, list[tuple]], stamps: _S
     kind = type(event).__name__
     signed = entry.signed
     rows["events"].append(
-        (position, event.event_id, event.election, kind, station_of(event), occurred, recorded,
-         _dump(event), event.signature.by if signed else None, signed.key if signed else None,
-         bytes(signed.submitted).decode() if signed else None, entry.offset)
+        EventRow(position, event.event_id, event.election, kind, station_of(event), occurred,
+                 recorded, _dump(event), event.signature.by if signed else None,
+                 signed.key if signed else None,
+                 bytes(signed.submitted).decode() if signed else None, entry.offset)
     )
     if isinstance(event, ElectionDefined):
         elections.setdefault(event.election, event)
@@ -232,8 +236,8 @@ def _rows_of(position: int, entry: Any, rows: dict[str, list[tuple]], stamps: _S
         )
     elif isinstance(event, StationRegistered):
         rows["stations"].append(
-            (event.election, event.station, event.region, event.district,
-             event.registered_voters, occurred, recorded, position)
+            StationRow(event.election, event.station, event.region, event.district,
+                       event.registered_voters, occurred, recorded, position)
         )
         registers[(event.election, event.station)] = event.registered_voters
     elif isinstance(event, ProtocolIssued):
@@ -241,11 +245,12 @@ def _rows_of(position: int, entry: Any, rows: dict[str, list[tuple]], stamps: _S
                     if event.registered_voters is None else None)
         failures = protocol_failures(event, elections[event.election], register)
         rows["protocols"].append(
-            (position, event.event_id, event.election, event.station, event.reported_by,
-             occurred, recorded, event.registered_voters, event.ballots_issued,
-             event.ballots_cast, event.invalid, sum(event.votes.values()), event.protocol_no,
-             event.document_sha256, event.supersedes, _dump(failures or None),
-             _dump(event.votes), _dump(event.lines))
+            ProtocolRow(position, event.event_id, event.election, event.station,
+                        event.reported_by, occurred, recorded, event.registered_voters,
+                        event.ballots_issued, event.ballots_cast, event.invalid,
+                        sum(event.votes.values()), event.protocol_no, event.document_sha256,
+                        event.supersedes, _dump(failures or None), _dump(event.votes),
+                        _dump(event.lines))
         )
     elif isinstance(event, ProtocolWithheld):
         rows["withheld"].append(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from ledger.timestamps import in_utc, out_of_range
+from ledger.domain.timestamps import in_utc, out_of_range
 
 
 def stamp(moment: datetime) -> str:
@@ -62,6 +62,20 @@ def visible(table: str = "") -> str:
     """
     prefix = f"{table}." if table else ""
     return f"{prefix}occurred_at <= :as_of AND {prefix}recorded_at <= :known_at"
+
+
+# The running totals (projections/steps.py, read in projections/running.py) state this same
+# rule in two equivalent forms, and only there:
+# - Ledger time as a log position. ``recorded_at`` never decreases along the log (a batch is
+#   stamped inside the exclusive write transaction that issues its positions), so "recorded
+#   by :known_at" is "at or before the last position recorded by :known_at", which
+#   ``tally_batches`` maps; a step is kept by the block of positions it was learnt in.
+# - Valid time fixed at append time. A protocol counts once both it and its station are
+#   visible: a step is kept at ``max(protocol.occurred_at, station.occurred_at)``, the
+#   moment from which ``visible()`` holds of both rows.
+# tests/test_running_tally.py checks that the two agree with a fold written from this rule
+# alone (visible events, the effective protocol), as of every moment and as known after every
+# batch, with the read models caught up page by page and rebuilt.
 
 
 ALWAYS = Moment()  # no bound on either axis: everything the ledger holds

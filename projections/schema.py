@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 TABLES: dict[str, dict] = {
     "applied": dict(
@@ -127,6 +127,62 @@ TABLES: dict[str, dict] = {
 # per-choice figures as one array; 6: steps by ledger time; 7: key revocations): read models
 # of another version are rebuilt.
 SCHEMA_VERSION = 7
+
+
+class EventRow(NamedTuple):
+    """A row of ``events``, its fields in the table's column order."""
+
+    position: int
+    event_id: str
+    election: str
+    type: str
+    station: str | None
+    occurred_at: str
+    recorded_at: str
+    payload: str
+    signed_by: str | None
+    signing_key: str | None
+    submitted: str | None
+    occurred_at_offset: int | None
+
+
+class StationRow(NamedTuple):
+    """A row of ``stations``."""
+
+    election: str
+    station: str
+    region: str
+    district: str | None
+    registered_voters: int
+    occurred_at: str
+    recorded_at: str
+    position: int
+
+
+class ProtocolRow(NamedTuple):
+    """A row of ``protocols``."""
+
+    position: int
+    event_id: str
+    election: str
+    station: str
+    reported_by: str
+    occurred_at: str
+    recorded_at: str
+    registered_voters: int | None
+    ballots_issued: int | None
+    ballots_cast: int
+    invalid: int
+    valid: int
+    protocol_no: str | None
+    document_sha256: str | None
+    supersedes: str | None
+    control_failures: str | None
+    votes: str
+    lines: str | None
+
+
+ROWS: dict[str, type[tuple]] = {"events": EventRow, "stations": StationRow, "protocols": ProtocolRow}
 
 
 class ReadModels:

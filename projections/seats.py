@@ -27,9 +27,10 @@ Methods (``METHODS``):
 - ``plurality``: the S choices with the most votes win one seat each (S=1 is
   first-past-the-post).
 
-Threshold: a choice passes when ``votes * 100 >= threshold_pct * threshold_base``
-(exactly at the threshold passes). Only passing choices with more than zero votes
-take part in the allocation.
+Threshold (``threshold``, the one rule): a choice passes when ``votes * 100 >= percent *
+base``, where the base is the valid votes or every ballot cast, as the election defines it
+(exactly at the threshold passes). Only passing choices with more than zero votes take part
+in the allocation; an allocation without a threshold says so (``NO_THRESHOLD``).
 
 Tie rule: when choices compete for the last seat(s) with equal quotient
 (divisor methods), remainder (largest remainder methods) or votes (plurality),
@@ -50,7 +51,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
-from ledger.methods import SEAT_METHODS
+from ledger.domain.methods import SEAT_METHODS
 
 METHODS = tuple(SEAT_METHODS)
 
@@ -70,17 +71,46 @@ class Allocation:
     ties: list[str]
 
 
-def passing_choices(votes: Mapping[str, int], order: Sequence[str], threshold_pct: Fraction,
-                    base: int) -> list[str]:
+@dataclass(frozen=True)
+class Threshold:
+    """What a choice must reach to share seats: ``percent`` percent of ``base`` votes."""
+
+    percent: Fraction
+    base: int
+
+    @classmethod
+    def of(cls, percent: Fraction | int | float | str, base: int) -> Threshold:
+        exact = exact_percent(percent)
+        if exact < 0:
+            raise ValueError(f"threshold_pct must not be negative, got {percent!r}")
+        return cls(exact, base)
+
+    def passes(self, votes: int) -> bool:
+        """At or over the threshold. Multiplying out keeps it in integers and Fractions:
+        no division, no rounding."""
+        return votes * 100 >= self.percent * self.base
+
+    @property
+    def votes(self) -> Fraction:
+        return self.percent * self.base / 100
+
+
+NO_THRESHOLD = Threshold(Fraction(0), 0)
+
+
+def threshold(percent: Fraction | int | float | str, base: str, *, valid_votes: int,
+              ballots_cast: int) -> Threshold:
+    """An election's threshold over a count: ``percent`` of the valid votes, or of every
+    ballot cast (invalid ones too), as its ``threshold_base`` says."""
+    if base not in ("valid", "cast"):
+        raise ValueError(f"threshold_base must be 'valid' or 'cast', got {base!r}")
+    return Threshold.of(percent, valid_votes if base == "valid" else ballots_cast)
+
+
+def passing_choices(votes: Mapping[str, int], order: Sequence[str], threshold: Threshold) -> list[str]:
     """The choices over the threshold, in ballot order: the one list the tally shows and the
     allocation shares seats among."""
-    return [choice for choice in order if passes_threshold(votes.get(choice, 0), threshold_pct, base)]
-
-
-def passes_threshold(votes: int, threshold_pct: Fraction, base: int) -> bool:
-    """True when ``votes`` is at or over ``threshold_pct`` percent of ``base``."""
-    # Multiplying out keeps it in integers/Fractions: no division, no rounding.
-    return votes * 100 >= threshold_pct * base
+    return [choice for choice in order if threshold.passes(votes.get(choice, 0))]
 
 
 def allocate(
@@ -88,8 +118,7 @@ def allocate(
     seats: int,
     method: str,
     *,
-    threshold_pct: Fraction | int | float | str = 0,
-    threshold_base: int | None = None,
+    threshold: Threshold = NO_THRESHOLD,
     order: Sequence[str] | None = None,
 ) -> Allocation:
     """Allocate ``seats`` among the choices in ``votes`` by ``method``.
@@ -113,11 +142,7 @@ def allocate(
     if negative := {choice: n for choice, n in counts.items() if n < 0}:
         raise ValueError(f"votes must not be negative: {negative!r}")
 
-    pct = exact_percent(threshold_pct)
-    if pct < 0:
-        raise ValueError(f"threshold_pct must not be negative, got {threshold_pct!r}")
-    base = sum(counts.values()) if threshold_base is None else threshold_base
-    passing = passing_choices(counts, order, pct, base)
+    passing = passing_choices(counts, order, threshold)
 
     result = dict.fromkeys(order, 0)
     ties: list[str] = []
@@ -138,7 +163,7 @@ def allocate(
         seats=result,
         passing=passing,
         method=method,
-        threshold_votes=pct * base / 100,
+        threshold_votes=threshold.votes,
         ties=ties,
     )
 

@@ -28,9 +28,11 @@ import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from operator import add
-from typing import Any
+from typing import Any, NamedTuple
 
 from projections.codec import sorted_json, vote_maps
+from projections.effective import COMPLEX_GROUPS, counts_alone
+from projections.schema import ProtocolRow
 
 REGISTRY = ""  # the reporter under which station registrations are stepped
 NATIONAL = ""  # the scope of the whole election
@@ -258,13 +260,34 @@ def _merge(connection: Any, table: str, buckets: dict[tuple, Figures], layouts: 
         f"DELETE FROM {table} WHERE {' AND '.join(f'{c} = ?' for c in keys)}", gone)
 
 
+class Candidate(NamedTuple):
+    """A protocol of a touched station, as the fold reads it back."""
+
+    position: int
+    event_id: str
+    station: str
+    reported_by: str
+    occurred_at: str
+    supersedes: str | None
+    ballots_cast: int
+    invalid: int
+    votes: str
+
+
+class Registration(NamedTuple):
+    occurred_at: str
+    region: str
+    district: str | None
+    registered_voters: int
+
+
 def fold_page(connection: Any, rows: dict[str, list[tuple]]) -> None:
     """Bring the steps and the complex groups up to date with one page of new rows (already
     inserted into ``stations`` and ``protocols``, whose indexes exist)."""
     steps = Steps(Layouts(connection))
-    for election, _, region, district, _, occurred, _, position in rows.get("stations", ()):
-        steps.add(election, REGISTRY, occurred, position, region, district,
-                  steps.layouts.station(election))
+    for station in rows.get("stations", ()):
+        steps.add(station.election, REGISTRY, station.occurred_at, station.position,
+                  station.region, station.district, steps.layouts.station(station.election))
     new = rows.get("protocols", ())
     if new:
         _fold_protocols(connection, new, steps)
@@ -272,8 +295,8 @@ def fold_page(connection: Any, rows: dict[str, list[tuple]]) -> None:
     logged = rows.get("events", ())
     if logged:
         last: dict[str, int] = {}
-        for row in logged:
-            last[row[6]] = max(last.get(row[6], 0), row[0])
+        for event in logged:
+            last[event.recorded_at] = max(last.get(event.recorded_at, 0), event.position)
         connection.executemany(
             "INSERT INTO tally_batches (recorded_at, position) VALUES (?, ?) "
             "ON CONFLICT(recorded_at) DO UPDATE SET position = max(position, excluded.position)",
@@ -285,16 +308,16 @@ def fold_page(connection: Any, rows: dict[str, list[tuple]]) -> None:
         )
 
 
-def _fold_protocols(connection: Any, new: Sequence[tuple], steps: Steps) -> None:
-    new_positions = {row[0] for row in new}
-    newly_superseded = {row[14] for row in new if row[14] is not None}
+def _fold_protocols(connection: Any, new: Sequence[ProtocolRow], steps: Steps) -> None:
+    new_positions = {row.position for row in new}
+    newly_superseded = {row.supersedes for row in new if row.supersedes is not None}
     touched: dict[str, set[str]] = defaultdict(set)  # election -> stations
     for row in new:
-        touched[row[2]].add(row[3])
+        touched[row.election].add(row.station)
     for election, stations in touched.items():
         ids = sorted_json()(sorted(stations)).decode()
         registered = {
-            station: (occurred, region, district, voters)
+            station: Registration(occurred, region, district, voters)
             for station, occurred, region, district, voters in connection.execute(
                 "SELECT station, occurred_at, region, district, registered_voters FROM stations "
                 "WHERE election = ? AND station IN (SELECT value FROM json_each(?))",
@@ -304,27 +327,26 @@ def _fold_protocols(connection: Any, new: Sequence[tuple], steps: Steps) -> None
         complex_before = set(connection.execute(
             "SELECT station, reporter FROM tally_complex WHERE election = ? "
             "AND station IN (SELECT value FROM json_each(?))", (election, ids)))
-        groups: dict[tuple[str, str], list[tuple]] = defaultdict(list)
+        groups: dict[tuple[str, str], list[Candidate]] = defaultdict(list)
         superseded: set[str] = set()
-        for row in connection.execute(
+        for row in map(Candidate._make, connection.execute(
             "SELECT position, event_id, station, reported_by, occurred_at, supersedes, "
             "ballots_cast, invalid, votes FROM protocols WHERE election = ? "
             "AND station IN (SELECT value FROM json_each(?)) ORDER BY position",
             (election, ids),
-        ):
-            groups[(row[2], row[3])].append(row)
-            if row[5] is not None:
-                superseded.add(row[5])
+        )):
+            groups[(row.station, row.reported_by)].append(row)
+            if row.supersedes is not None:
+                superseded.add(row.supersedes)
         turned_complex = []
         for group, protocols in groups.items():
             if group in complex_before:
                 continue
-            old = [p for p in protocols if p[0] not in new_positions]
-            if len(old) == len(protocols) and not any(p[1] in newly_superseded for p in old):
+            old = [p for p in protocols if p.position not in new_positions]
+            if len(old) == len(protocols) and not any(p.event_id in newly_superseded for p in old):
                 continue  # nothing new in this group, nor a recount of one of its protocols
             station = registered.get(group[0])
-            if (len(protocols) == 1 and station is not None and protocols[0][5] is None
-                    and protocols[0][1] not in superseded
+            if (station is not None and counts_alone(protocols, superseded)
                     and _step(steps, 1, election, protocols[0], station)):
                 continue
             turned_complex.append((election, *group))
@@ -337,15 +359,15 @@ def _fold_protocols(connection: Any, new: Sequence[tuple], steps: Steps) -> None
         )
 
 
-def _step(steps: Steps, sign: int, election: str, protocol: tuple, station: tuple) -> bool:
+def _step(steps: Steps, sign: int, election: str, protocol: Candidate,
+          station: Registration) -> bool:
     """Add (sign 1) or take out (-1) a simple protocol's step; False if it cannot step."""
-    occurred, region, district, voters = station
-    figures = steps.layouts.vector(election, sign, protocol[6], protocol[7], voters,
-                                   vote_maps()(protocol[8]))
+    figures = steps.layouts.vector(election, sign, protocol.ballots_cast, protocol.invalid,
+                                   station.registered_voters, vote_maps()(protocol.votes))
     if figures is None:
         return False
-    steps.add(election, protocol[3], max(protocol[4], occurred), protocol[0], region, district,
-              figures)
+    steps.add(election, protocol.reported_by, max(protocol.occurred_at, station.occurred_at),
+              protocol.position, station.region, station.district, figures)
     return True
 
 
@@ -357,13 +379,9 @@ def build(connection: Any) -> None:
     for table in ("tally_steps", "tally_known_steps", "tally_complex", "tally_batches",
                   "tally_known"):
         connection.execute(f"DELETE FROM {table}")
-    connection.execute("""
+    connection.execute(f"""
         INSERT OR IGNORE INTO tally_complex (election, station, reporter)
-        SELECT election, station, reported_by FROM protocols
-        GROUP BY election, station, reported_by HAVING COUNT(*) > 1
-        UNION SELECT election, station, reported_by FROM protocols WHERE supersedes IS NOT NULL
-        UNION SELECT p.election, p.station, p.reported_by FROM protocols p
-              WHERE p.event_id IN (SELECT supersedes FROM protocols WHERE supersedes IS NOT NULL)
+        {COMPLEX_GROUPS}
         UNION SELECT p.election, p.station, p.reported_by FROM protocols p
               WHERE NOT EXISTS (SELECT 1 FROM stations s
                                 WHERE s.election = p.election AND s.station = p.station)

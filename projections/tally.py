@@ -17,7 +17,7 @@ from projections.codec import vote_maps
 from projections.effective import effective_protocols
 from projections.errors import QueryError
 from projections.moment import ALWAYS, Moment, visible
-from projections.seats import Allocation, allocate, decimal_text, exact_percent, passing_choices
+from projections.seats import Allocation, Threshold, allocate, decimal_text, passing_choices, threshold
 
 
 @dataclass(frozen=True)
@@ -216,11 +216,10 @@ def tally(
         ).fetchone()[0]
     valid = sum(votes.values())
     certified = _final_announcement(db, election, moment) is not None
-    base = threshold_base(election, valid_votes=valid, ballots_cast=cast)
-    threshold = exact_percent(election.threshold_pct)
     defined = _defined(db, election, moment)
     # Before its definition an election has no threshold to pass (0 of 0 votes is not one).
-    passing = passing_choices(votes, order, threshold, base) if defined else []
+    passing = passing_choices(votes, order, election_threshold(
+        election, valid_votes=valid, ballots_cast=cast)) if defined else []
     result: dict[str, Any] = {
         "election": election.id,
         "stage": stage,
@@ -251,21 +250,19 @@ def tally(
     return result
 
 
-def threshold_base(election: Election, *, valid_votes: int, ballots_cast: int) -> int:
-    """The votes a threshold is a share of: valid votes, or every ballot cast (invalid
-    ones too), as the election defines it."""
-    return valid_votes if election.threshold_base == "valid" else ballots_cast
+def election_threshold(election: Election, *, valid_votes: int, ballots_cast: int) -> Threshold:
+    return threshold(election.threshold_pct, election.threshold_base, valid_votes=valid_votes,
+                     ballots_cast=ballots_cast)
 
 
 def seats(db: Any, election: Election, moment: Moment, **options: Any) -> dict[str, Any]:
     """The seat allocation of a tally, by the election's method and threshold."""
     counted = tally(db, election, moment, **options)
-    base = threshold_base(election, valid_votes=counted["valid_votes"],
-                          ballots_cast=counted["ballots_cast"])
     order = [choice for choice, _, _ in election.choices]
     allocation = allocate(
-        counted["votes"], election.seats, election.method,
-        threshold_pct=election.threshold_pct, threshold_base=base, order=order,
+        counted["votes"], election.seats, election.method, order=order,
+        threshold=election_threshold(election, valid_votes=counted["valid_votes"],
+                                     ballots_cast=counted["ballots_cast"]),
     )
     if counted["status"] == NOT_DEFINED:
         allocation = Allocation(dict.fromkeys(order, 0), [], election.method,

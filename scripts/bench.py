@@ -232,7 +232,7 @@ NAIVE = SQLITE_ROWS + NAIVE_SCAN
 POSTGRES_NAIVE = POSTGRES_ROWS + NAIVE_SCAN
 
 READ_AND_DECODE = r"""
-from ledger.events import decoder
+from ledger.domain.events import decoder
 for (line,) in rows:
     decoder.decode(line)
 """
@@ -241,10 +241,10 @@ POSTGRES_DECODE = POSTGRES_ROWS + READ_AND_DECODE
 
 MERKLE_SHARE = r"""
 import sys, time
-import ledger.store as store
-from ledger.application import Ledger
-from ledger.config import locate
-from ledger.reader import read_lines
+import ledger.store.session as store
+from ledger.store.application import Ledger
+from ledger.store.config import locate
+from ledger.input.reader import read_lines
 spent = 0.0
 extend = store.WriteSession.extend_tree
 def timed(self, *args):
@@ -475,7 +475,7 @@ class Postgres:
     LEDGER_ONLY = frozenset({"lock_timeout", "pool_size"})  # URL parameters libpq does not know
 
     def __init__(self, url: str) -> None:
-        from ledger.config import BadLocation, Location
+        from ledger.store.config import BadLocation, Location
 
         parts = urlsplit(url)
         query = parse_qsl(parts.query)
@@ -494,7 +494,7 @@ class Postgres:
             sys.exit(f"bench: --postgres: {error}")
 
     def describe(self) -> str:
-        from ledger.config import Location
+        from ledger.store.config import Location
 
         return Location(self.url).describe()
 
@@ -511,7 +511,7 @@ class Postgres:
     def datastore(self, schema: str) -> dict[str, str]:
         """eventsourcing's PostgresDatastore arguments for this schema, as the ledger reads the
         URL."""
-        from ledger.config import Location
+        from ledger.store.config import Location
 
         env = Location(self.ledger_url(schema)).environment(sqlite_recorder="",
                                                              postgres_recorder="")
@@ -550,7 +550,7 @@ class Postgres:
 def run_postgres(pg: Postgres, night: Path, lines: int, runs: int,
                  workdir: Path) -> dict[str, Any]:
     """The same measurements against PostgreSQL: the floor is COPY into one table."""
-    from ledger.config import Location
+    from ledger.store.config import Location
 
     py = sys.executable
     ledger = [py, "-m", "ledger"]

@@ -6,7 +6,7 @@
 
 The night is scripts/bench.py's (same seed). The signed variant registers keys for the
 commission (`cec`) and the observers first, then every report line carries its reporter's
-Ed25519 signature, made here with cryptography and rfc8785 as DESIGN states the message.
+Ed25519 signature, made here with cryptography and rfc8785 as docs/events.md states the message.
 Each figure is the median of --runs whole-process appends into a fresh SQLite ledger
 (read models caught up included, as a user sees it). Signing itself is not timed: reporters
 sign on their own machines.

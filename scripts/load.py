@@ -38,13 +38,13 @@ REPORTERS = 32
 
 
 def sign(key: Ed25519PrivateKey, by: str, event: dict) -> dict:
-    """DESIGN.md v2: Ed25519 over the prefix and the RFC 8785 JSON of the event as sent."""
+    """docs/events.md, signed events: Ed25519 over the prefix and the RFC 8785 JSON of the event as sent."""
     signature = key.sign(PREFIX + rfc8785.dumps(event))
     return {**event, "signature": {"by": by, "ed25519": base64.b64encode(signature).decode()}}
 
 
 def setup(db: str, work: Path, stations: int, keys: dict[str, Ed25519PrivateKey]) -> None:
-    from ledger.events import TYPE_NAMES
+    from ledger.domain.events import TYPE_NAMES
 
     at = "2031-05-18T{}+03:00".format
     events = [{"type": "ElectionDefined", "election": ELECTION, "occurred_at": at("00:00:00"),

@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 import psycopg
 import pytest
 
-from ledger.cli import main
+from ledger.cli.main import main
 
 PG_SERVER = os.environ.get("LEDGER_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 # The checkout's sibling folder shared/ (LEDGER_TEST_SHARED names another: the CI rule's test).

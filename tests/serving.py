@@ -24,7 +24,7 @@ PREFIX = b"election-ledger/event/v1\n"
 
 
 class Reporter:
-    """A reporter's Ed25519 key, signing lines exactly as DESIGN.md v2 says."""
+    """A reporter's Ed25519 key, signing lines exactly as ../shared/DESIGN.md v2 says."""
 
     def __init__(self, reporter: str) -> None:
         self.reporter, self.private = reporter, Ed25519PrivateKey.generate()

@@ -12,7 +12,7 @@ import msgspec
 import psycopg
 import pytest
 
-from ledger.events import content_digest, decoder, normalised
+from ledger.domain.events import content_digest, decoder, normalised
 from tests.conftest import PG_SERVER, LedgerUnderTest, definition, ev, protocol, station
 
 EVERY_TYPE = [
@@ -186,7 +186,7 @@ def test_skip_invalid_stores_the_good_lines_and_keeps_the_bad(registered: Ledger
 
 
 def test_sqlite_refuses_to_change_or_delete_stored_events(tmp_path: Path, capsys: object) -> None:
-    from ledger.cli import main
+    from ledger.cli.main import main
 
     db = str(tmp_path / "ledger.db")
     path = tmp_path / "e.jsonl"
@@ -297,7 +297,7 @@ def test_a_batch_longer_than_a_chunk_knows_what_its_earlier_chunks_defined(
 ) -> None:
     """Lines are planned in chunks of CHUNK_LINES; a station registered in the first chunk
     is known in the last, and a contradicting registration there is still caught."""
-    from ledger.application import CHUNK_LINES
+    from ledger.store.application import CHUNK_LINES
 
     stations = [station(f"st-{i}", "North", 100) for i in range(CHUNK_LINES + 10)]
     late = protocol("st-0", "07T20:00:00", {"a": 60, "b": 30}, invalid=5)

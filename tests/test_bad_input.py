@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ledger.reader import parse_line
+from ledger.input.reader import parse_line
 from tests.conftest import (
     LedgerUnderTest,
     definition,

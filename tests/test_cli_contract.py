@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from ledger.cli import build_parser, main
+from ledger.cli.main import build_parser, main
 from tests.conftest import (
     PG_SERVER,
     LedgerUnderTest,

@@ -31,7 +31,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from ledger.events import decoder, identity
+from ledger.domain.events import decoder, identity
 from tests.conftest import PG_SERVER, Regression
 from tests.test_crash import SEED, TRIALS, Result, Target, Targets, bench_module, require, targets_in
 
@@ -163,10 +163,10 @@ def test_concurrent_writers_store_each_event_once_in_commit_order(
 def test_a_sqlite_writer_that_cannot_get_the_lock_fails_cleanly_and_can_retry(
     night: Night, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import ledger.config
+    import ledger.store.config
 
     # The command line waits 30 s for the lock; the same code path, with 1 s.
-    monkeypatch.setattr(ledger.config, "LOCK_TIMEOUT_SECONDS", "1")
+    monkeypatch.setattr(ledger.store.config, "LOCK_TIMEOUT_SECONDS", "1")
     with targets_in(tmp_path) as made:
         target = made.new("sqlite", "busy")
         assert target.run("append", str(night.write(tmp_path / "setup.jsonl", night.setup))).code == 0
@@ -204,10 +204,10 @@ def test_a_postgres_batch_that_cannot_get_the_lock_raises_ledger_busy(
     night: Night, tmp_path: Path
 ) -> None:
     require("postgres")
-    from ledger.application import Ledger
-    from ledger.config import locate
-    from ledger.reader import read_lines
-    from ledger.store import LedgerBusy
+    from ledger.input.reader import read_lines
+    from ledger.store.application import Ledger
+    from ledger.store.config import locate
+    from ledger.store.session import LedgerBusy
 
     with targets_in(tmp_path) as made:
         target = made.new("postgres", "busy")
@@ -310,8 +310,8 @@ def test_postgres_writers_starting_together_do_not_deadlock(night: Night, tmp_pa
 def test_overlapping_rebuilds_of_the_same_read_models_both_succeed(
     night: Night, tmp_path: Path
 ) -> None:
-    from ledger.application import Ledger
-    from ledger.config import locate
+    from ledger.store.application import Ledger
+    from ledger.store.config import locate
     from projections.apply import rebuild
 
     with targets_in(tmp_path) as made:

@@ -26,7 +26,7 @@ def test_the_public_conformance_check_passes_completely() -> None:
 
 def test_the_public_v2_sample_passes_completely(tmp_path: Path) -> None:
     """Signed events appended from the command line, then `ledger serve` on a free port:
-    the sample signs its events itself, byte for byte as DESIGN.md says."""
+    the sample signs its events itself, byte for byte as ../shared/DESIGN.md says."""
     require_shared(CHECK_V2)
     env = {k: v for k, v in os.environ.items() if k not in ("LEDGER_DB", "LEDGER_READ_MODELS")}
     result = subprocess.run(

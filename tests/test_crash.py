@@ -40,7 +40,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from ledger.cli import main
+from ledger.cli.main import main
 from tests.conftest import PG_SERVER, Result, require_postgres
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,7 +84,7 @@ class Target:
         """The real command line in a new process; ``prelude`` is Python run before it."""
         argv = self.command(*args)
         if prelude is not None:
-            script = f"{prelude}\nimport sys\nfrom ledger.cli import main\nsys.exit(main(sys.argv[1:]))"
+            script = f"{prelude}\nimport sys\nfrom ledger.cli.main import main\nsys.exit(main(sys.argv[1:]))"
             argv = [sys.executable, "-c", script, *argv[3:]]
         return subprocess.Popen(argv, cwd=self.directory, env=self.env(), text=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -383,8 +383,8 @@ def test_replay_after_a_killed_catch_up_gives_sound_read_models(
 ) -> None:
     if reference.target.backend != "sqlite":
         pytest.skip("read models are SQLite files whatever the backend: one run is enough")
-    from ledger.application import Ledger
-    from ledger.config import locate
+    from ledger.store.application import Ledger
+    from ledger.store.config import locate
     from projections.apply import rebuild
 
     target = Target("sqlite", reference.target.db, fresh.base, fresh.base / "read-models.db")

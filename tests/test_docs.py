@@ -6,7 +6,7 @@ import json
 import re
 from pathlib import Path
 
-from ledger.events import decoder
+from ledger.domain.events import decoder
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,11 +7,11 @@ import json
 
 import pytest
 
-from ledger.application import Appended, BatchRejected, Ledger
-from ledger.config import Location
 from ledger.http.writer import GroupCommitWriter, Saturated
-from ledger.reader import parse_line
+from ledger.input.reader import parse_line
 from ledger.service import LedgerService
+from ledger.store.application import Appended, BatchRejected, Ledger
+from ledger.store.config import Location
 from tests.conftest import LedgerUnderTest, protocol
 
 

@@ -1,7 +1,7 @@
 """Hostile input: the JSON Lines reader and the command line against whatever anyone sends.
 
-Property tests (hypothesis) and a bounded fuzz run over ``ledger.reader.read_lines`` /
-``parse_line`` and ``ledger.cli.main``: random bytes, deep nesting, huge numbers, NaN and
+Property tests (hypothesis) and a bounded fuzz run over ``ledger.input.reader.read_lines`` /
+``parse_line`` and ``ledger.cli.main.main``: random bytes, deep nesting, huge numbers, NaN and
 Infinity, invalid UTF-8, enormous lines, timestamps without offsets, ids with control
 characters, random argument lists. The outcome is always a clean success for valid input or
 exit 2 with one line per problem: never a traceback, never a partial write (events are
@@ -35,8 +35,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ledger.cli import build_parser, main
-from ledger.reader import MAX_BATCH_LINES, MAX_LINE_BYTES, InputTooLarge, parse_line, read_lines
+from ledger.cli.main import build_parser, main
+from ledger.input.reader import MAX_BATCH_LINES, MAX_LINE_BYTES, InputTooLarge, parse_line, read_lines
 from tests.conftest import Regression
 from tests.test_crash import ROOT, SEED, bench_module
 
@@ -389,8 +389,8 @@ def test_lines_that_used_to_crash_the_reader_are_bad_input(cli: Cli, line: bytes
 
 
 def test_refusing_a_batch_of_long_bad_lines_takes_bounded_memory(tmp_path: Path) -> None:
-    from ledger.application import BatchRejected, Ledger
-    from ledger.config import locate
+    from ledger.store.application import BatchRejected, Ledger
+    from ledger.store.config import locate
 
     def bad_lines() -> Iterator[bytes]:
         for _ in range(64):

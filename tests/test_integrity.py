@@ -11,7 +11,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from ledger.merkle import entry_bytes
+from ledger.trust.merkle import entry_bytes
 from tests.conftest import LATER, NIGHT, PG_SERVER, LedgerUnderTest
 
 SAMPLE = Path(__file__).resolve().parents[1] / "ledger" / "samples" / "council-2030.jsonl"
@@ -127,10 +127,10 @@ def test_a_cleanly_truncated_log_is_caught_by_the_checkpoint(
 
 def _rebuild_tree(ledger: LedgerUnderTest, size: int) -> None:
     """What a careful attacker would do: recompute a valid tree over the shortened log."""
-    from ledger import merkle
-    from ledger.application import Ledger
-    from ledger.config import locate
-    from ledger.merkle import UNSTORED_LEVELS, entry_bytes
+    from ledger.store.application import Ledger
+    from ledger.store.config import locate
+    from ledger.trust import merkle
+    from ledger.trust.merkle import UNSTORED_LEVELS, entry_bytes
 
     app = Ledger(locate(ledger.db))
     try:
@@ -207,11 +207,11 @@ def test_an_inclusion_proof_checks_offline(signed: tuple[LedgerUnderTest, Path, 
 def test_proofs_hold_in_a_larger_tree_and_an_edited_node_is_caught(
     ledger: LedgerUnderTest,
 ) -> None:
-    from ledger import merkle
-    from ledger.application import Ledger
-    from ledger.config import locate
-    from ledger.integrity import IntegrityFailure, check_proof, checkpoint_of, inclusion_proof
-    from ledger.integrity import verify as verify_log
+    from ledger.store.application import Ledger
+    from ledger.store.config import locate
+    from ledger.store.integrity import IntegrityFailure, check_proof, checkpoint_of, inclusion_proof
+    from ledger.store.integrity import verify as verify_log
+    from ledger.trust import merkle
     from tests.conftest import definition, station
 
     ledger.append(definition(), *(station(f"x{i}", "R", 100 + i) for i in range(299)))

@@ -1,4 +1,4 @@
-"""Keys that leave (DESIGN v3): a key added to a keyed reporter needs that reporter's
+"""Keys that leave (../shared/DESIGN.md v3): a key added to a keyed reporter needs that reporter's
 signature, a revoked key signs nothing from its position on, one key speaks for one
 reporter, and ``verify`` checks each signature against the keys valid at its position.
 
@@ -141,8 +141,8 @@ def test_only_a_held_key_is_revoked_and_one_key_speaks_for_one_reporter(
 def _rogue_append(monkeypatch: pytest.MonkeyPatch, ledger: LedgerUnderTest, *events: Any) -> None:
     """An operator running a ledger patched to skip every rule about keys and signatures:
     the Merkle tree then agrees with what it wrote, so only verify's own checks can tell."""
-    import ledger.batch as batch
-    import ledger.signatures as signatures
+    import ledger.store.batch as batch
+    import ledger.trust.signatures as signatures
 
     def accept_anything(event: Any, text: Any, election: Any, keyring: Any) -> Any:
         if not event.signature:

@@ -13,18 +13,18 @@ import json
 import subprocess
 import sys
 
-from ledger.config import locate
-from ledger.reader import read_lines
+from ledger.input.reader import read_lines
 from ledger.service import LedgerService
+from ledger.store.config import locate
 from tests.conftest import LedgerUnderTest, definition, protocol, station
 
 # The write side and its libraries: none of them is needed to read current read models.
-WRITE_SIDE = ("eventsourcing", "ledger.application", "ledger.batch", "ledger.reader",
+WRITE_SIDE = ("eventsourcing", "ledger.store.application", "ledger.store.batch", "ledger.input.reader",
               "cryptography", "rfc8785", "sqlite_utils")
 
 ASK = r"""
 import contextlib, io, json, sys
-from ledger.cli import main
+from ledger.cli.main import main
 out = io.StringIO()
 with contextlib.redirect_stdout(out):
     code = main(sys.argv[1:])

@@ -1,4 +1,4 @@
-"""Tests for ledger.merkle: RFC 9162 known answers, exhaustive small trees, tampering.
+"""Tests for ledger.trust.merkle: RFC 9162 known answers, exhaustive small trees, tampering.
 
 The known answers come from /work/shared/merkle/vectors.json (transparency-dev/merkle, Apache-2.0).
 Everything else is checked against a deliberately naive reference written straight from the
@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from ledger import merkle
+from ledger.trust import merkle
 from tests.conftest import SHARED, missing
 
 VECTORS_PATH = SHARED / "merkle" / "vectors.json"

@@ -16,11 +16,11 @@ from typing import Any
 import psycopg
 import pytest
 
-from ledger.application import Ledger
-from ledger.config import locate
-from ledger.events import ElectionDefined, ProtocolIssued, StationRegistered
-from ledger.openelections import read_openelections
-from ledger.reader import Line
+from ledger.domain.events import ElectionDefined, ProtocolIssued, StationRegistered
+from ledger.input.openelections import read_openelections
+from ledger.input.reader import Line
+from ledger.store.application import Ledger
+from ledger.store.config import locate
 from projections.apply import rebuild
 from projections.moment import Moment
 from projections.schema import connect

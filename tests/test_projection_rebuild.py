@@ -14,9 +14,9 @@ import psycopg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ledger.application import Ledger
-from ledger.config import locate
-from ledger.reader import read_lines
+from ledger.input.reader import read_lines
+from ledger.store.application import Ledger
+from ledger.store.config import locate
 from projections.apply import catch_up, rebuild
 from projections.schema import TABLES, open_read_models
 from tests.conftest import PG_SERVER, definition, ev, protocol, station

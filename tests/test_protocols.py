@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from ledger.events import decoder
-from ledger.relations import RelationError, parse
-from projections.seats import allocate
+from ledger.domain.events import decoder
+from ledger.domain.relations import RelationError, parse
+from projections.seats import Threshold, allocate
 from tests.conftest import LedgerUnderTest, definition, ev, protocol, station
 
 LINES = [{"id": "blank", "name": "Blank ballots"}, {"id": "spoiled", "name": "Spoiled ballots"},
@@ -178,7 +178,7 @@ def test_v1_events_keep_their_derived_ids() -> None:
                  "supersedes": None, "type": "ProtocolIssued", "votes": {"a": 3}}
     expected = hashlib.sha256(json.dumps(canonical, separators=(",", ":"), sort_keys=True)
                               .encode()).hexdigest()
-    from ledger.events import content_digest
+    from ledger.domain.events import content_digest
 
     assert content_digest(decoder.decode(line)) == expected
 
@@ -196,12 +196,13 @@ BELOW = {"below1": 95_000, "below2": 90_000}
 
 def test_georgia_2024_hare_to_largest_parties() -> None:
     votes = {**GEORGIA, **BELOW}
-    allocation = allocate(votes, 150, "hare_to_largest_parties", threshold_pct=5)
+    allocation = allocate(votes, 150, "hare_to_largest_parties",
+                          threshold=Threshold.of(5, sum(votes.values())))
     assert allocation.passing == list(GEORGIA)
     assert allocation.seats == {"gd": 89, "cfc": 19, "unm": 16, "sg": 14, "gfg": 12,
                                 "below1": 0, "below2": 0}
     # Plain largest remainder on the same quota would have given other seats.
-    hare = allocate(votes, 150, "hare", threshold_pct=5).seats
+    hare = allocate(votes, 150, "hare", threshold=Threshold.of(5, sum(votes.values()))).seats
     assert [hare[p] for p in GEORGIA] == [88, 18, 17, 14, 13]
 
 

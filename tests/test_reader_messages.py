@@ -1,6 +1,6 @@
 """Exact messages for representative bad lines.
 
-ledger/reader.py rewrites msgspec's English error messages with regular expressions; if a
+ledger/input/reader.py rewrites msgspec's English error messages with regular expressions; if a
 msgspec release rewords them, these exact strings change and this test fails, instead of
 users silently getting worse messages (pyproject.toml pins the tested msgspec range).
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from ledger.reader import parse_line
+from ledger.input.reader import parse_line
 
 P = ('{"type":"ProtocolIssued","election":"e","occurred_at":"2030-04-07T20:00:00Z","station":"s",'
      '"reported_by":"r","ballots_cast":1,"invalid":0,"votes":{"a":1}%s}')

@@ -1,4 +1,4 @@
-"""Reports act only for their reporter (DESIGN v3, "Keys that leave"): no event of one
+"""Reports act only for their reporter (../shared/DESIGN.md v3, "Keys that leave"): no event of one
 reporter changes the effect of another's, except through appeals (a pending appeal holds its
 stations out of the final tally; the authority's decision settles it). One test per field
 that points at another event or reporter; docs/integrity.md has the table.

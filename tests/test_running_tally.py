@@ -1,6 +1,6 @@
 """The tally as of any moment, answered from running totals, equals a naive fold of the events.
 
-The naive fold below is written from DESIGN.md's rules alone (visible events, the effective
+The naive fold below is written from ../shared/DESIGN.md's rules alone (visible events, the effective
 protocol, stations in scope) and shares no code with projections/. Nights are appended in
 several batches, caught up page by page or rebuilt, with back-dated and late-recorded
 protocols, recounts that supersede, stations registered after their protocol's moment, and
@@ -22,9 +22,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ledger.application import Ledger
-from ledger.config import locate
-from ledger.reader import read_lines
+from ledger.input.reader import read_lines
+from ledger.store.application import Ledger
+from ledger.store.config import locate
 from projections import steps
 from projections.apply import catch_up, rebuild
 from projections.moment import Moment
@@ -78,7 +78,7 @@ def nights(draw: st.DrawFn) -> list[dict[str, Any]]:
 
 def naive_tally(events: list[dict[str, Any]], recorded: list[str], as_of: str,
                 known_at: str | None, reporter: str, scope: str | None) -> dict[str, Any]:
-    """DESIGN.md's preliminary tally, folded over the events in log order."""
+    """../shared/DESIGN.md's preliminary tally, folded over the events in log order."""
     t = datetime.fromisoformat(as_of)
     seen = [(position, e) for position, e in enumerate(events)
             if datetime.fromisoformat(e["occurred_at"]) <= t

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from projections.seats import METHODS, Allocation, allocate, decimal_text, passes_threshold
+from projections.seats import METHODS, Allocation, Threshold, allocate, decimal_text, threshold
 
 # The classic Wikipedia example for highest averages methods, 8 seats.
 WIKI = {"A": 100_000, "B": 80_000, "C": 30_000, "D": 20_000}
@@ -175,20 +175,29 @@ def test_plurality_more_seats_than_choices() -> None:
 
 def test_threshold_exactly_met_passes_one_vote_less_fails() -> None:
     # 5% of 1000 = 50 votes. Hare, 20 seats, quota 1000 / 20 = 50: big 19, small 1.
-    at = allocate({"big": 950, "small": 50}, 20, "hare", threshold_pct=5, threshold_base=1000)
+    at = allocate({"big": 950, "small": 50}, 20, "hare", threshold=Threshold.of(5, 1000))
     assert at.threshold_votes == 50
     assert at.passing == ["big", "small"]
     assert at.seats == {"big": 19, "small": 1}
     # 49 < 50: small is out, and big alone takes all 20 seats.
-    below = allocate({"big": 951, "small": 49}, 20, "hare", threshold_pct=5, threshold_base=1000)
+    below = allocate({"big": 951, "small": 49}, 20, "hare", threshold=Threshold.of(5, 1000))
     assert below.passing == ["big"]
     assert below.seats == {"big": 20, "small": 0}
 
 
 def test_passes_threshold_is_inclusive() -> None:
-    assert passes_threshold(50, Fraction(5), 1000)
-    assert not passes_threshold(49, Fraction(5), 1000)
-    assert passes_threshold(0, Fraction(0), 1000)
+    assert Threshold.of(5, 1000).passes(50)
+    assert not Threshold.of(5, 1000).passes(49)
+    assert Threshold.of(0, 1000).passes(0)
+
+
+def test_the_threshold_is_a_share_of_the_valid_votes_or_of_every_ballot_cast() -> None:
+    assert threshold("5", "valid", valid_votes=1000, ballots_cast=1200) == Threshold(Fraction(5), 1000)
+    assert threshold(5.0, "cast", valid_votes=1000, ballots_cast=1200).votes == 60
+    with pytest.raises(ValueError, match="threshold_base"):
+        threshold(5, "registered", valid_votes=1000, ballots_cast=1200)
+    with pytest.raises(ValueError, match="negative"):
+        Threshold.of(-1, 1000)
 
 
 def test_threshold_float_is_taken_as_written_not_as_binary() -> None:
@@ -197,24 +206,24 @@ def test_threshold_float_is_taken_as_written_not_as_binary() -> None:
     assert not 147 * 100 >= 4.9 * 3000
     votes = {"big": 2853, "edge": 147}
     for pct in (4.9, "4.9", Fraction(49, 10)):
-        result = allocate(votes, 5, "sainte_lague", threshold_pct=pct)
+        result = allocate(votes, 5, "sainte_lague", threshold=Threshold.of(pct, sum(votes.values())))
         assert result.threshold_votes == Fraction(147)
         assert result.passing == ["big", "edge"]
-    short = allocate({"big": 2854, "edge": 146}, 5, "sainte_lague", threshold_pct=4.9)
+    short = allocate({"big": 2854, "edge": 146}, 5, "sainte_lague", threshold=Threshold.of(4.9, 3000))
     assert short.passing == ["big"]
 
 
 def test_threshold_float_conversion() -> None:
-    result = allocate({"a": 1}, 1, "dhondt", threshold_pct=0.1, threshold_base=1000)
+    result = allocate({"a": 1}, 1, "dhondt", threshold=Threshold.of(0.1, 1000))
     assert result.threshold_votes == Fraction(1)  # not 1.0000000000000000555...
-    assert allocate({"a": 1}, 1, "dhondt", threshold_pct=7.0).threshold_votes == Fraction(7, 100)
+    assert allocate({"a": 1}, 1, "dhondt", threshold=Threshold.of(7.0, 1)).threshold_votes == Fraction(7, 100)
 
 
 def test_threshold_base_can_be_ballots_cast() -> None:
     # 5% of 2000 ballots cast = 100, though 5% of the 1000 valid votes would be 50.
     votes = {"a": 900, "b": 60, "c": 40}
-    assert allocate(votes, 3, "dhondt", threshold_pct=5).passing == ["a", "b"]
-    on_cast = allocate(votes, 3, "dhondt", threshold_pct=5, threshold_base=2000)
+    assert allocate(votes, 3, "dhondt", threshold=Threshold.of(5, sum(votes.values()))).passing == ["a", "b"]
+    on_cast = allocate(votes, 3, "dhondt", threshold=Threshold.of(5, 2000))
     assert on_cast.passing == ["a"]
     assert on_cast.seats == {"a": 3, "b": 0, "c": 0}
 
@@ -229,7 +238,7 @@ def test_conformance_example_one() -> None:
     #   red   220 110
     # Top 7: g900 b600 g450 g300 b300 g225 r220; the 8th is b200.
     votes = {"green": 900, "blue": 600, "red": 220, "grey": 60}
-    result = allocate(votes, 7, "dhondt", threshold_pct=5)
+    result = allocate(votes, 7, "dhondt", threshold=Threshold.of(5, sum(votes.values())))
     assert result == Allocation(
         seats={"green": 4, "blue": 2, "red": 1, "grey": 0},
         passing=["green", "blue", "red"],
@@ -246,7 +255,7 @@ def test_conformance_example_two() -> None:
     #   red   220 110
     # Top 7: g820 b680 g410 b340 g273.3 b226.7 r220; the 8th is g205.
     votes = {"green": 820, "blue": 680, "red": 220, "grey": 60}
-    result = allocate(votes, 7, "dhondt", threshold_pct=5)
+    result = allocate(votes, 7, "dhondt", threshold=Threshold.of(5, sum(votes.values())))
     assert result.seats == {"green": 3, "blue": 3, "red": 1, "grey": 0}
     assert result.passing == ["green", "blue", "red"]
 
@@ -310,7 +319,7 @@ def test_deterministic_and_independent_of_dict_order() -> None:
 
 def test_zero_seats_or_no_passing_party_gives_all_zero() -> None:
     assert allocate(WIKI, 0, "dhondt").seats == dict.fromkeys(WIKI, 0)
-    nobody = allocate({"a": 10, "b": 10}, 3, "hare", threshold_pct=60)
+    nobody = allocate({"a": 10, "b": 10}, 3, "hare", threshold=Threshold.of(60, 20))
     assert nobody.passing == []
     assert nobody.seats == {"a": 0, "b": 0}
 
@@ -351,7 +360,7 @@ CHOICES = ["a", "b", "c", "d", "e", "f"]
         st.fractions(min_value=0, max_value=20, max_denominator=100),
         st.sampled_from([4.9, 7.1, "5", "0.3"]),
     ),
-    base=st.one_of(st.none(), st.integers(0, 30_000)),
+    base=st.one_of(st.none(), st.integers(0, 30_000)),  # None: the valid votes
 )
 def test_every_seat_is_filled_and_only_by_passing_parties(
     votes: dict[str, int],
@@ -360,7 +369,8 @@ def test_every_seat_is_filled_and_only_by_passing_parties(
     pct: Fraction | int | float | str,
     base: int | None,
 ) -> None:
-    result = allocate(votes, seats, method, threshold_pct=pct, threshold_base=base)
+    base = sum(votes.values()) if base is None else base
+    result = allocate(votes, seats, method, threshold=Threshold.of(pct, base))
     contenders = [c for c in result.passing if votes[c] > 0]
     if not contenders:
         expected = 0

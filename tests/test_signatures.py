@@ -1,7 +1,7 @@
-"""Reporter keys and signed events (DESIGN v2, "Reporters and signed events").
+"""Reporter keys and signed events (../shared/DESIGN.md v2, "Reporters and signed events").
 
 Every signature the ledger must accept is made here with `cryptography` and `rfc8785`
-directly, exactly as DESIGN states the signed message, never with the project's signer;
+directly, exactly as ../shared/DESIGN.md states the signed message, never with the project's signer;
 and what `ledger sign` prints is checked the same independent way.
 """
 
@@ -31,7 +31,7 @@ PREFIX = b"election-ledger/event/v1\n"
 
 
 class Reporter:
-    """A reporter with its own key pair, signing as DESIGN says (independently of the ledger)."""
+    """A reporter with its own key pair, signing as ../shared/DESIGN.md says (independently of the ledger)."""
 
     def __init__(self, reporter: str) -> None:
         self.id = reporter
@@ -351,8 +351,8 @@ def _rogue_append(monkeypatch: pytest.MonkeyPatch, ledger: LedgerUnderTest, *lin
                   submitted: dict[str, Any] | None = None, key: str = "0" * 16) -> None:
     """An operator running a ledger patched to skip the signature rules: the Merkle tree is
     then consistent with what it wrote, so only the signature check can catch it."""
-    import ledger.batch as batch
-    import ledger.signatures as signatures
+    import ledger.store.batch as batch
+    import ledger.trust.signatures as signatures
 
     def accept_anything(event: Any, text: Any, election: Any, keyring: Any) -> Any:
         if not event.signature:
@@ -448,13 +448,13 @@ _json_values = st.recursive(
 def test_the_fast_canonical_form_equals_rfc8785(value: Any) -> None:
     """The ledger canonicalises common lines without rfc8785 (for speed): it must produce
     exactly rfc8785's bytes, for any JSON value (non-ASCII and astral member names included)."""
-    from ledger.signatures import canonical_json
+    from ledger.trust.signatures import canonical_json
 
     assert canonical_json(value) == rfc8785.dumps(value)
 
 
 def test_the_fast_canonical_form_on_the_orders_that_differ() -> None:
-    from ledger.signatures import canonical_json
+    from ledger.trust.signatures import canonical_json
 
     for value in ({"\uff01": 1, "😀": 2, "\ue000": 3, "a": 4}, {"x": [1, 2.5, {"é": 1e2}]},
                   {"big": 2**53 - 1, "ctl": "\x00\x1f\x7f\u2028\"\\/"}):

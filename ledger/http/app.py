@@ -22,13 +22,13 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from ledger.application import Appended, BatchRejected
 from ledger.errors import BadInput, Failure
 from ledger.http.feed import Feed
 from ledger.http.intake import problem_json, refusal_status, screen
 from ledger.http.writer import Busy, GroupCommitWriter, Saturated
-from ledger.reader import Problem
+from ledger.input.reader import Problem
 from ledger.service import LedgerService, NotFound, when
+from ledger.store.application import Appended, BatchRejected
 
 MAX_BODY_BYTES = 4 << 20       # 4 MiB: a few thousand protocols
 MAX_LINES = 2_000              # per request; one request is planned whole in memory
@@ -247,7 +247,7 @@ async def post_events(request: Request) -> Response:
     }
     key = request.app.state.key
     if key is not None:
-        from ledger.receipt import issue
+        from ledger.trust.receipt import issue
 
         origin = request.app.state.origin or await run_in_threadpool(_service(request).origin)
         request.app.state.origin = origin  # a log's origin never changes once it has an event
@@ -301,7 +301,7 @@ async def on_disconnect(request: Request, error: Exception) -> Response:
 
 
 async def on_anything(request: Request, error: Exception) -> Response:
-    from ledger.commands import explain_failure
+    from ledger.errors import explain_failure
 
     return _refused(_problem(explain_failure(error)), 500)  # type: ignore[arg-type]
 

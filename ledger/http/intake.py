@@ -1,6 +1,6 @@
 """What a write request must be before it reaches the writer, and the status a refusal gets.
 
-Over HTTP every line must be signed by its acting reporter (DESIGN.md v2): an unsigned line
+Over HTTP every line must be signed by its acting reporter (docs/events.md, "Signed events"): an unsigned line
 is 401, a definition (the operator's, appended locally) is 403. These are decided here, from
 the raw JSON, before any line is planned. Problems found when planning (the ledger's own
 rules, signature verification among them) come back from the writer;
@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from ledger.reader import Line, Problem, parse_line
+from ledger.input.reader import Line, Problem, parse_line
 
 # The operator's events: they define the election and its reporters' keys, so they are
 # appended locally, never over the network (a key a reporter adds to itself, signed, too).

@@ -7,9 +7,9 @@ import signal
 import socket
 from pathlib import Path
 
-from ledger.config import Location
 from ledger.errors import Failure
 from ledger.service import LedgerService
+from ledger.store.config import Location
 
 
 def serve(location: Location, *, host: str, port: int, key_file: str | None = None,
@@ -18,8 +18,8 @@ def serve(location: Location, *, host: str, port: int, key_file: str | None = No
     the event store (the app's lifespan)."""
     import uvicorn
 
-    from ledger.checkpoint import load_private_key
     from ledger.http.app import BODY_SECONDS, create_app
+    from ledger.trust.checkpoint import load_private_key
 
     key = load_private_key(Path(key_file)) if key_file else None
     # Bound here, before uvicorn starts: a port in use is then one line and exit 1, not

@@ -18,9 +18,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ledger.application import Appended, BatchRejected
-from ledger.reader import Line
+from ledger.input.reader import Line
 from ledger.service import LedgerService
+from ledger.store.application import Appended, BatchRejected
 
 log = logging.getLogger("ledger.serve")
 
@@ -158,7 +158,7 @@ class GroupCommitWriter:
         return True
 
     def _append_each(self, group: list[Submission]) -> list[Appended | BaseException]:
-        from ledger.store import LedgerBusy
+        from ledger.store.session import LedgerBusy
 
         ledger = self.service.ledger()
         try:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime, tzinfo
 
-from ledger.methods import SEAT_METHODS
+from ledger.domain.methods import SEAT_METHODS
 from projections.moment import Moment
 from projections.tally import Election
 

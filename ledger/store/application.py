@@ -5,17 +5,19 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from eventsourcing.application import Application
 from eventsourcing.utils import get_topic
 
-from ledger.batch import BatchState, Outcome, Planner
-from ledger.codec import LedgerMapper, NullTranscoder, Payload, decode_payload
-from ledger.config import Location
-from ledger.merkle import entry_bytes, leaf_hash
-from ledger.reader import Line
-from ledger.store import WriteSession, utc_now
+from ledger.domain.events import ElectionDefined
+from ledger.domain.streams import stream_id
+from ledger.input.reader import Line
+from ledger.store.batch import BatchState, Outcome, Planner
+from ledger.store.codec import LedgerMapper, NullTranscoder, Payload, decode_payload
+from ledger.store.config import Location
+from ledger.store.session import WriteSession, utc_now
+from ledger.trust.merkle import entry_bytes, leaf_hash
 
 CHUNK_LINES = 5_000
 CHUNK_BYTES = 4 << 20
@@ -69,8 +71,8 @@ class Ledger(Application):
         self.location = location
         # Topics, not classes: only the backend in use gets imported (psycopg is slow to load).
         super().__init__(env=location.environment(
-            sqlite_recorder="ledger.sqlite_store:SQLiteLedgerRecorder",
-            postgres_recorder="ledger.postgres_store:PostgresLedgerRecorder",
+            sqlite_recorder="ledger.store.sqlite:SQLiteLedgerRecorder",
+            postgres_recorder="ledger.store.postgres:PostgresLedgerRecorder",
         ))
 
     def append(self, lines: Iterable[Line], *, skip_invalid: bool = False) -> Appended:
@@ -164,3 +166,11 @@ def _chunked(lines: Iterable[Line], size: int) -> Iterator[list[Line]]:
             chunk, held = [], 0
     if chunk:
         yield chunk
+
+
+def stored_election(ledger: Any, election: str) -> ElectionDefined | None:
+    """The election as the ledger holds it: the first event of its stream is its definition."""
+
+    stored = ledger.recorder.select_events(stream_id(("election", election)), limit=1)
+    found = decode_payload(stored[0].state).event if stored else None
+    return found if isinstance(found, ElectionDefined) else None

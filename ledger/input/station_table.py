@@ -26,9 +26,9 @@ from typing import IO, Any
 
 import msgspec
 
+from ledger.domain.events import MAX_COUNT, ElectionDefined, Timestamp
 from ledger.errors import BadInput
-from ledger.events import MAX_COUNT, ElectionDefined, Timestamp
-from ledger.reader import MAX_LINE_BYTES, InputTooLarge, Line, Problem, parse_line
+from ledger.input.reader import MAX_LINE_BYTES, InputTooLarge, Line, Problem, parse_line
 
 Columns = tuple[str, ...]  # one column, or several to add up (or join, for the station)
 
@@ -342,13 +342,3 @@ def _line(number: int, text: bytes, event: dict[str, Any]) -> Line:
 def _show(cell: str) -> str:
     shown = _encode(cell).decode()
     return shown if len(shown) <= 60 else shown[:57] + "..."
-
-
-def stored_election(ledger: Any, election: str) -> ElectionDefined | None:
-    """The election as the ledger holds it: the first event of its stream is its definition."""
-    from ledger.codec import decode_payload
-    from ledger.streams import stream_id
-
-    stored = ledger.recorder.select_events(stream_id(("election", election)), limit=1)
-    found = decode_payload(stored[0].state).event if stored else None
-    return found if isinstance(found, ElectionDefined) else None

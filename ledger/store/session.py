@@ -2,8 +2,8 @@
 
 A batch is checked and written inside one ``WriteSession`` (one exclusive transaction);
 the Merkle tree, the identity index and the checkpoints are read outside a write through an
-``IntegrityIndex``. The stored form of an event is in ``ledger.codec``, its stream in
-``ledger.streams``, the tree's hashing in ``ledger.merkle``.
+``IntegrityIndex``. The stored form of an event is in ``ledger.store.codec``, its stream in
+``ledger.domain.streams``, the tree's hashing in ``ledger.trust.merkle``.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from uuid import UUID
 import msgspec
 from eventsourcing.persistence import StoredEvent
 
-from ledger.merkle import UNSTORED_LEVELS, entry_bytes, fold, leaf_hash, new_nodes
-from ledger.validation import Recorded
+from ledger.domain.validation import Recorded
+from ledger.trust.merkle import UNSTORED_LEVELS, entry_bytes, fold, leaf_hash, new_nodes
 
 
 class Accepted(msgspec.Struct, frozen=True):

@@ -7,7 +7,7 @@ get a connection after 5.00 sec"; one direct attempt fails at once with the serv
 
 from __future__ import annotations
 
-from ledger.config import Location
+from ledger.store.config import Location
 
 
 def postgres_problem(location: Location) -> str | None:

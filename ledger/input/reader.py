@@ -16,8 +16,7 @@ from typing import IO, Any
 
 import msgspec
 
-from ledger.errors import BadInput, one_line
-from ledger.events import (
+from ledger.domain.events import (
     MAX_COUNT,
     MAX_ID_LENGTH,
     TYPE_NAMES,
@@ -26,8 +25,9 @@ from ledger.events import (
     ResultAnnounced,
     decoder,
 )
-from ledger.strict_json import BOM, ambiguity, lone_surrogate
-from ledger.timestamps import in_utc, out_of_range
+from ledger.domain.timestamps import in_utc, out_of_range
+from ledger.errors import BadInput, one_line
+from ledger.input.strict_json import BOM, ambiguity, lone_surrogate
 
 MAX_LINE_BYTES = 1 << 20
 MAX_BATCH_LINES = 5_000_000

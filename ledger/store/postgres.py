@@ -18,9 +18,9 @@ from eventsourcing.persistence import OperationalError
 from eventsourcing.postgres import PostgresApplicationRecorder
 from psycopg.sql import SQL, Composed, Identifier
 
-from ledger.codec import decode_payload
-from ledger.store import Accepted, IntegrityIndex, LedgerBusy, MissingNode, WriteSession
-from ledger.validation import Recorded
+from ledger.domain.validation import Recorded
+from ledger.store.codec import decode_payload
+from ledger.store.session import Accepted, IntegrityIndex, LedgerBusy, MissingNode, WriteSession
 
 _SCHEMA_LOCK = 0x4C45444745520001  # "LEDGER" + 1: serialises first-time table creation
 

@@ -12,7 +12,7 @@ all are revoked, until a new one is registered); a signature by a reporter witho
 key, one that does not verify, or one whose ``by`` is not the acting reporter refuses the
 line. A registration that adds a key to a reporter holding a valid key is the reporter's own
 act and must be signed by it; every other definition (and a revocation) is the operator's and
-carries none. Which keys are valid where is ``ledger.keyring``'s.
+carries none. Which keys are valid where is ``ledger.domain.keyring``'s.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from ledger.events import (
+from ledger.domain.events import (
     AppealDecided,
     AppealFiled,
     ElectionDefined,
@@ -39,14 +39,7 @@ from ledger.events import (
     decoder,
     normalised,
 )
-from ledger.keyring import (  # noqa: F401  (fingerprint and Keyring are read from here too)
-    Keyring,
-    ReporterKey,
-    adds_a_key,
-    fingerprint,
-    key_event_refusal,
-    reporter_key,
-)
+from ledger.domain.keyring import Keyring, ReporterKey, adds_a_key, key_event_refusal
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -102,7 +95,7 @@ def canonical_submitted(text: bytes | str) -> bytes:
     Numbers are read as JCS reads them (IEEE 754 doubles): ``5.0`` and ``1e2`` become
     ``5`` and ``100``. An integer beyond 2^53 - 1 or a number beyond the double range
     cannot be represented exactly and refuses the line. (A member given twice never gets
-    here: the reader refuses it as ambiguous, ``ledger.strict_json``.)
+    here: the reader refuses it as ambiguous, ``ledger.input.strict_json``.)
     """
     try:
         submitted = msgspec.json.decode(text)

@@ -13,12 +13,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from ledger import merkle
-from ledger.checkpoint import Checkpoint
-from ledger.codec import decode_payload
-from ledger.merkle import UNSTORED_LEVELS, entry_bytes, fold
-from ledger.signatures import SignatureAudit
-from ledger.store import IntegrityIndex
+from ledger.store.codec import decode_payload
+from ledger.store.session import IntegrityIndex
+from ledger.trust import merkle
+from ledger.trust.checkpoint import Checkpoint
+from ledger.trust.merkle import UNSTORED_LEVELS, entry_bytes, fold
+from ledger.trust.receipt import BadReceipt
+from ledger.trust.signatures import SignatureAudit
 
 PAGE = 10_000
 
@@ -228,3 +229,30 @@ def check_proof(proof: dict[str, Any], checkpoint: Checkpoint | None = None) -> 
         root = checkpoint.root
     merkle.verify_inclusion(merkle.leaf_hash(data), index, size, path, root)
     return data
+
+
+def check_receipt_against_log(receipt: dict[str, Any], events: list[dict[str, Any]], recorder: Any,
+                      tree: Any, checkpoint: Checkpoint | None) -> None:
+    """That the log (and the checkpoint's tree) holds each event as the receipt says."""
+    if receipt["origin"] != origin(tree):
+        raise BadReceipt(f"the receipt is of log {receipt['origin']!r}, this ledger is "
+                         f"{origin(tree)!r}")
+    if checkpoint is not None and checkpoint.origin != receipt["origin"]:
+        raise BadReceipt(f"the checkpoint is of log {checkpoint.origin!r}, the receipt of "
+                         f"{receipt['origin']!r}")
+    for event in events:
+        where = f"event {event['event_id']!r} (position {event['position']})"
+        found = tree.locate(event["event_id"])
+        if found is None or found[0] != event["position"]:
+            raise BadReceipt(f"{where}: the log does not hold it at that position")
+        (stored,) = recorder.select_notifications(event["position"], 1)
+        if merkle.leaf_hash(entry_bytes(event["position"], stored)).hex() != event["leaf_hash"]:
+            raise BadReceipt(f"{where}: the stored entry differs from the one receipted")
+        if checkpoint is not None:
+            try:
+                proof = inclusion_proof(recorder, tree, event["event_id"], checkpoint)
+                data = check_proof(proof, checkpoint)
+            except (LookupError, merkle.ProofError, IntegrityFailure) as error:
+                raise BadReceipt(f"{where}: not in the checkpoint's tree: {error}") from None
+            if merkle.leaf_hash(data).hex() != event["leaf_hash"]:
+                raise BadReceipt(f"{where}: the checkpoint's tree holds a different entry")

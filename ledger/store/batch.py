@@ -13,8 +13,7 @@ from datetime import datetime
 
 import msgspec
 
-from ledger.codec import Entry, LedgerMapper, decode_payload
-from ledger.events import (
+from ledger.domain.events import (
     AppealFiled,
     ElectionDefined,
     Event,
@@ -27,19 +26,19 @@ from ledger.events import (
     normalised,
     station_of,
 )
-from ledger.keyring import KEY_EVENTS
-from ledger.reader import Line, Problem
-from ledger.relations import protocol_failures
-from ledger.signatures import (
-    Keyring,
+from ledger.domain.keyring import KEY_EVENTS, Keyring
+from ledger.domain.relations import protocol_failures
+from ledger.domain.streams import StreamKey, reporter_stream, stream_id, stream_key
+from ledger.domain.validation import Recorded, check, is_restatement
+from ledger.input.reader import Line, Problem
+from ledger.store.codec import Entry, LedgerMapper, decode_payload
+from ledger.store.session import Accepted, WriteSession
+from ledger.trust.signatures import (
     SignatureRefused,
     authenticate,
     reporters_named,
     unsigned_refusal,
 )
-from ledger.store import Accepted, WriteSession
-from ledger.streams import StreamKey, reporter_stream, stream_id, stream_key
-from ledger.validation import Recorded, check, is_restatement
 
 MAX_PROBLEMS_KEPT = 1_000  # a refused batch reports its first problems, and counts the rest
 MAX_DEFINITIONS_KEPT = 250_000  # stream definitions kept across chunks: about 100 MB at most

@@ -6,9 +6,9 @@ import sys
 from pathlib import Path
 from typing import IO
 
-from ledger.checkpoint import load_private_key
-from ledger.reader import Problem, read_lines
-from ledger.signatures import SignatureRefused, sign_line
+from ledger.input.reader import Problem, read_lines
+from ledger.trust.checkpoint import load_private_key
+from ledger.trust.signatures import SignatureRefused, sign_line
 
 
 def sign_lines(stream: IO[bytes], key_file: Path, signer: str | None) -> int:

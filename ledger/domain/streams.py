@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import lru_cache
 from uuid import UUID, uuid5
 
-from ledger.events import (
+from ledger.domain.events import (
     AppealDecided,
     AppealFiled,
     ElectionDefined,

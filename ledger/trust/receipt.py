@@ -21,14 +21,14 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from ledger.application import Written
-from ledger.checkpoint import Checkpoint
+if TYPE_CHECKING:
+    from ledger.store.application import Written
 
 FORMAT = "election-ledger/receipt/v1"
 
@@ -71,34 +71,3 @@ def check_signature(receipt: dict[str, Any], public_key: Ed25519PublicKey) -> li
         raise BadReceipt("the signature does not verify under this public key: forged or "
                          "altered") from None
     return events
-
-
-def check_against_log(receipt: dict[str, Any], events: list[dict[str, Any]], recorder: Any,
-                      tree: Any, checkpoint: Checkpoint | None) -> None:
-    """That the log (and the checkpoint's tree) holds each event as the receipt says."""
-    from ledger import merkle
-    from ledger.integrity import IntegrityFailure, check_proof, inclusion_proof, origin
-    from ledger.merkle import entry_bytes
-
-    if receipt["origin"] != origin(tree):
-        raise BadReceipt(f"the receipt is of log {receipt['origin']!r}, this ledger is "
-                         f"{origin(tree)!r}")
-    if checkpoint is not None and checkpoint.origin != receipt["origin"]:
-        raise BadReceipt(f"the checkpoint is of log {checkpoint.origin!r}, the receipt of "
-                         f"{receipt['origin']!r}")
-    for event in events:
-        where = f"event {event['event_id']!r} (position {event['position']})"
-        found = tree.locate(event["event_id"])
-        if found is None or found[0] != event["position"]:
-            raise BadReceipt(f"{where}: the log does not hold it at that position")
-        (stored,) = recorder.select_notifications(event["position"], 1)
-        if merkle.leaf_hash(entry_bytes(event["position"], stored)).hex() != event["leaf_hash"]:
-            raise BadReceipt(f"{where}: the stored entry differs from the one receipted")
-        if checkpoint is not None:
-            try:
-                proof = inclusion_proof(recorder, tree, event["event_id"], checkpoint)
-                data = check_proof(proof, checkpoint)
-            except (LookupError, merkle.ProofError, IntegrityFailure) as error:
-                raise BadReceipt(f"{where}: not in the checkpoint's tree: {error}") from None
-            if merkle.leaf_hash(data).hex() != event["leaf_hash"]:
-                raise BadReceipt(f"{where}: the checkpoint's tree holds a different entry")

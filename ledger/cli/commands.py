@@ -11,21 +11,20 @@ import argparse
 import base64
 import gc
 import os
-import sqlite3
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from ledger import progress
-from ledger.config import Location, locate
+from ledger.cli import progress
+from ledger.cli.render import as_json, csv_text, table
 from ledger.errors import BadInput
-from ledger.render import as_json, csv_text, table
 from ledger.service import LedgerService, MapRefused, Receipt, Refused, when
+from ledger.store.config import Location, locate
 
 if TYPE_CHECKING:  # the event schemas load only when a command reads events
-    from ledger.reader import Line
+    from ledger.input.reader import Line
 
 MAX_PROBLEMS_SHOWN = 50
 
@@ -112,7 +111,7 @@ def _skipping(args: argparse.Namespace) -> None:
 
 
 def append(args: argparse.Namespace) -> int:
-    from ledger.reader import read_lines
+    from ledger.input.reader import read_lines
 
     _skipping(args)
     with _input(args.file) as stream:
@@ -122,7 +121,7 @@ def append(args: argparse.Namespace) -> int:
 
 
 def import_dataset(args: argparse.Namespace) -> int:
-    from ledger.openelections import read_openelections
+    from ledger.input.openelections import read_openelections
 
     if args.dataset_format == "csv":
         return import_csv(args)
@@ -137,7 +136,7 @@ def import_dataset(args: argparse.Namespace) -> int:
 
 
 def import_csv(args: argparse.Namespace) -> int:
-    from ledger.station_table import load_map
+    from ledger.input.station_table import load_map
 
     if not args.map:
         raise BadInput("import csv needs --map MAP.toml (see docs/real-data.md)")
@@ -351,7 +350,7 @@ def report(args: argparse.Namespace) -> int:
 
 
 def checkpoint(args: argparse.Namespace) -> int:
-    from ledger.checkpoint import load_private_key
+    from ledger.trust.checkpoint import load_private_key
 
     key = load_private_key(Path(args.key)) if args.key else None
     with _service(args) as service:
@@ -361,9 +360,9 @@ def checkpoint(args: argparse.Namespace) -> int:
 
 
 def verify(args: argparse.Namespace) -> int:
-    from ledger.checkpoint import BadCheckpoint, load_public_key, read_checkpoint
-    from ledger.checkpoint import verify_signature as verify_note
-    from ledger.integrity import IntegrityFailure
+    from ledger.store.integrity import IntegrityFailure
+    from ledger.trust.checkpoint import BadCheckpoint, load_public_key, read_checkpoint
+    from ledger.trust.checkpoint import verify_signature as verify_note
 
     note = read_checkpoint(Path(args.checkpoint)) if args.checkpoint else None
     if args.public_key and note is None:
@@ -393,8 +392,8 @@ def _broken(message: str) -> int:
 
 
 def prove(args: argparse.Namespace) -> int:
-    from ledger.checkpoint import read_checkpoint
-    from ledger.integrity import IntegrityFailure
+    from ledger.store.integrity import IntegrityFailure
+    from ledger.trust.checkpoint import read_checkpoint
 
     note = read_checkpoint(Path(args.checkpoint)) if args.checkpoint else None
     with _service(args) as service:
@@ -409,9 +408,9 @@ def prove(args: argparse.Namespace) -> int:
 def check_proof(args: argparse.Namespace) -> int:
     import msgspec
 
-    from ledger.checkpoint import load_public_key, read_checkpoint, verify_signature
-    from ledger.integrity import check_proof as check
-    from ledger.merkle import ProofError
+    from ledger.store.integrity import check_proof as check
+    from ledger.trust.checkpoint import load_public_key, read_checkpoint, verify_signature
+    from ledger.trust.merkle import ProofError
 
     try:
         proof = msgspec.json.decode(Path(args.proof).read_bytes())
@@ -439,7 +438,7 @@ def _proved_event_id(payload: bytes) -> str:
     not covered by the hashes, so it is not what was proved."""
     import msgspec
 
-    from ledger.codec import decode_payload
+    from ledger.store.codec import decode_payload
 
     try:
         return repr(decode_payload(payload).event.event_id)
@@ -450,8 +449,8 @@ def _proved_event_id(payload: bytes) -> str:
 def check_receipt(args: argparse.Namespace) -> int:
     import msgspec
 
-    from ledger.checkpoint import load_public_key, read_checkpoint
-    from ledger.receipt import BadReceipt
+    from ledger.trust.checkpoint import load_public_key, read_checkpoint
+    from ledger.trust.receipt import BadReceipt
 
     try:
         receipt = msgspec.json.decode(_readable(args.receipt).read_bytes())
@@ -480,7 +479,7 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def keygen(args: argparse.Namespace) -> int:
-    from ledger.checkpoint import generate_key_pair
+    from ledger.trust.checkpoint import generate_key_pair
 
     prefix = _writable(args.prefix, "PREFIX", locate(args.db))
     for made in (prefix.with_suffix(".key"), prefix.with_suffix(".pub")):
@@ -495,14 +494,14 @@ def keygen(args: argparse.Namespace) -> int:
 
 def public_key_line(secret: Path) -> str:
     """The public key as ReporterRegistered carries it; alone on keygen's last line."""
-    from ledger.checkpoint import load_private_key
-    from ledger.signatures import raw_public_key_b64
+    from ledger.trust.checkpoint import load_private_key
+    from ledger.trust.signatures import raw_public_key_b64
 
     return raw_public_key_b64(load_private_key(secret).public_key())
 
 
 def sign(args: argparse.Namespace) -> int:
-    from ledger.signing import sign_lines
+    from ledger.trust.signing import sign_lines
 
     with _input(args.file) as stream:
         return sign_lines(stream, Path(args.key), getattr(args, "as_reporter", None))
@@ -565,16 +564,3 @@ def _print_sections(result: dict[str, Any], fmt: str) -> int:
 
 def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}%"
-
-
-def explain_failure(error: Exception) -> str:
-    """One line for an unexpected failure, naming what a user can act on."""
-    try:
-        from eventsourcing.persistence import PersistenceError
-    except ImportError:  # pragma: no cover
-        PersistenceError = ()  # type: ignore[assignment,misc]
-    if isinstance(error, PersistenceError | sqlite3.DatabaseError):
-        return f"database error: {error}".splitlines()[0]
-    if isinstance(error, OSError):
-        return f"{error.strerror or error}: {error.filename or ''}".rstrip(": ")
-    return f"unexpected {type(error).__name__}: {error} (set LEDGER_DEBUG=1 for details)"

@@ -1,13 +1,13 @@
 """Which keys speak for which reporter, at each position of the log.
 
-DESIGN.md v2 ("Reporters and signed events") and v3 ("Keys that leave"): a reporter's valid
-keys are the ones registered for it less the ones revoked, in log order. A reporter that ever
-held a key stays *keyed*, even once every key is revoked: its reports need a signature, and
-none can be made until a new key is registered. One public key speaks for one reporter in an
-election, and a revoked key never returns.
+docs/events.md, "Reporters and signed events": a reporter's valid keys are the ones
+registered for it less the ones revoked, in log order. A reporter that ever held a key stays
+*keyed*, even once every key is revoked: its reports need a signature, and none can be made
+until a new key is registered. One public key speaks for one reporter in an election, and a
+revoked key never returns.
 
 The rules about keys themselves are here, one function each; the rules about the signatures
-events carry are in ``ledger.signatures``, which reads this keyring.
+events carry are in ``ledger.trust.signatures``, which reads this keyring.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
-from ledger.events import ReporterKeyRevoked, ReporterRegistered
+from ledger.domain.events import ReporterKeyRevoked, ReporterRegistered
 
 if TYPE_CHECKING:  # loaded when a key is first handled: unsigned appends skip it
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey

@@ -8,10 +8,9 @@ from uuid import UUID
 
 import msgspec
 from eventsourcing.persistence import Mapper, StoredEvent, Transcoder
-from eventsourcing.utils import get_topic
 
-from ledger.events import ElectionEvent, Event
-from ledger.signatures import Signed
+from ledger.domain.events import ElectionEvent, Event
+from ledger.trust.signatures import Signed
 
 
 class Entry(msgspec.Struct, frozen=True):
@@ -38,7 +37,10 @@ class Payload(msgspec.Struct, frozen=True, omit_defaults=True):
 
 _payload_encoder = msgspec.json.Encoder()
 _payload_decoder = msgspec.json.Decoder(Payload)
-_TOPICS = {cls: get_topic(cls) for cls in ElectionEvent.__args__}
+# The topic stored with each event is a name in the log's format, not where its class lives
+# today: the Merkle leaf hashes it (``merkle.entry_bytes``), so it is frozen as the first
+# ledgers wrote it, when the schemas lived in the module ``ledger.events``.
+_TOPICS = {cls: f"ledger.events:{cls.__name__}" for cls in ElectionEvent.__args__}
 
 
 def encode_payload(event: Event, recorded_at: datetime, signed: Signed | None = None,

@@ -12,8 +12,9 @@ from uuid import UUID
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
 
-from ledger.codec import decode_payload
-from ledger.store import (
+from ledger.domain.validation import Recorded
+from ledger.store.codec import decode_payload
+from ledger.store.session import (
     Accepted,
     IntegrityIndex,
     LedgerBusy,
@@ -21,7 +22,6 @@ from ledger.store import (
     WriteSession,
     chunks,
 )
-from ledger.validation import Recorded
 
 _SQLITE_VARIABLES = 900  # stays under SQLITE_MAX_VARIABLE_NUMBER on every build
 

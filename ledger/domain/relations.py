@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
-from ledger.events import ElectionDefined, ProtocolIssued, control_check_failures
+from ledger.domain.events import ElectionDefined, ProtocolIssued, control_check_failures
 
 FIGURES = ("registered_voters", "ballots_issued", "ballots_cast", "invalid", "valid")
 OPERATORS = {"=": "≠", "<=": ">", ">=": "<"}  # each comparison and the sign of its failure

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ledger.reader import Line
+    from ledger.input.reader import Line
 
 
 class _NoBar:

@@ -23,8 +23,8 @@ from typing import IO, Any
 
 import msgspec
 
-from ledger.events import MAX_COUNT, MAX_ID_LENGTH, Timestamp
-from ledger.reader import MAX_LINE_BYTES, Line, Problem, parse_line
+from ledger.domain.events import MAX_COUNT, MAX_ID_LENGTH, Timestamp
+from ledger.input.reader import MAX_LINE_BYTES, Line, Problem, parse_line
 
 REQUIRED_COLUMNS = ("county", "precinct", "office", "candidate", "votes")
 OPTIONAL_COLUMNS = ("district", "party")

@@ -1,4 +1,4 @@
-"""The ``ledger`` command line (DESIGN.md's v1 contract).
+"""The ``ledger`` command line (every command is in README.md and docs/).
 
 Exit codes: 0 success, 2 bad input or usage, 1 anything else. Every error is one line on
 stderr; a traceback is shown only with LEDGER_DEBUG=1.
@@ -12,9 +12,9 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import IO, NoReturn
 
-from ledger import commands
-from ledger.errors import BadInput, Failure, one_line
-from ledger.render import FORMATS
+from ledger.cli import commands
+from ledger.cli.render import FORMATS
+from ledger.errors import BadInput, Failure, explain_failure, one_line
 
 
 class UsageError(ValueError):
@@ -286,7 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:  # the last line of defence: one line, never a traceback
         if os.environ.get("LEDGER_DEBUG"):
             raise
-        return fail(commands.explain_failure(error), 1)
+        return fail(explain_failure(error), 1)
 
 
 def fail(message: str, code: int, stream: IO[str] | None = None) -> int:

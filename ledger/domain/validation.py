@@ -12,7 +12,7 @@ from typing import Protocol
 
 import msgspec
 
-from ledger.events import (
+from ledger.domain.events import (
     AppealDecided,
     AppealFiled,
     ElectionDefined,
@@ -24,8 +24,8 @@ from ledger.events import (
     ResultAnnounced,
     StationRegistered,
 )
-from ledger.keyring import Keyring, key_event_refusal
-from ledger.relations import check_protocol_rules
+from ledger.domain.keyring import Keyring, key_event_refusal
+from ledger.domain.relations import check_protocol_rules
 
 
 class Recorded(msgspec.Struct, frozen=True):

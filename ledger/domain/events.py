@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from ledger.methods import SEAT_METHODS
+from ledger.domain.methods import SEAT_METHODS
 
 MAX_COUNT = 10**12  # far above any real electorate, far below SQLite's 64-bit sums
 MAX_ID_LENGTH = 200
@@ -37,7 +37,7 @@ Method = Literal[tuple(SEAT_METHODS)]  # type: ignore[valid-type]
 
 
 class Signature(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    """A reporter's Ed25519 signature over the event as submitted (see ledger.signatures)."""
+    """A reporter's Ed25519 signature over the event as submitted (see ledger.trust.signatures)."""
 
     by: Id
     ed25519: SignatureBytes
@@ -71,7 +71,7 @@ class ElectionDefined(Event, tag="ElectionDefined"):
     threshold_pct: Percent = 0.0
     threshold_base: Literal["valid", "cast"] = "valid"
     # Whole protocols (v2): the protocol's further lines and the law's control relations
-    # between them (grammar in ledger/relations.py).
+    # between them (grammar in ledger/domain/relations.py).
     protocol_lines: Annotated[list[ProtocolLine], msgspec.Meta(max_length=1_000)] | None = None
     control_relations: Annotated[list[Text], msgspec.Meta(max_length=1_000)] | None = None
 
