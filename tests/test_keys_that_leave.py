@@ -73,6 +73,7 @@ def test_a_key_added_to_a_keyed_reporter_must_be_signed_by_it(
     assert keyed.run("verify").code == 0
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # nothing backend-specific
 def test_ledger_sign_signs_a_rotation_with_the_old_key(keyed: LedgerUnderTest, tmp_path: Path) -> None:
     made = keyed.run("keygen", "old")
     assert made.code == 0, made.err
@@ -161,6 +162,7 @@ def _rogue_append(monkeypatch: pytest.MonkeyPatch, ledger: LedgerUnderTest, *eve
         ledger.append(*events)
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # nothing backend-specific
 @pytest.mark.parametrize("forgery", ["revoked key", "unsigned rotation", "key returns",
                                      "key of another"])
 def test_verify_checks_each_signature_against_the_keys_valid_at_its_position(
@@ -187,6 +189,7 @@ def test_verify_checks_each_signature_against_the_keys_valid_at_its_position(
     assert f"position {position}:" in result.err and why in result.err, result.err
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # nothing backend-specific
 def test_the_read_side_shows_revocations(keyed: LedgerUnderTest, board: Reporter,
                                          tmp_path: Path) -> None:
     keyed.append(board.sign(N1), revocation(board))
@@ -210,6 +213,7 @@ def test_the_read_side_shows_revocations(keyed: LedgerUnderTest, board: Reporter
     assert json.loads(export.out)["@type"] == "ElectionResults.ElectionReport"
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # nothing backend-specific
 def test_over_http_a_revocation_is_the_operators_and_a_revoked_key_is_403(
     keyed: LedgerUnderTest, board: Reporter
 ) -> None:
@@ -228,11 +232,10 @@ def test_over_http_a_revocation_is_the_operators_and_a_revoked_key_is_403(
     assert keyed.stored_events() == 7
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # nothing backend-specific
 def test_the_documented_third_party_check_follows_revocations_and_rotations(
     keyed: LedgerUnderTest, board: Reporter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if keyed.backend != "sqlite":
-        pytest.skip("the documented snippet reads a SQLite copy of the log")
     import subprocess
     import sys
 

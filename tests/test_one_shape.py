@@ -7,6 +7,8 @@ from __future__ import annotations
 import csv
 import io
 
+import pytest
+
 from tests.conftest import LedgerUnderTest, ev, protocol
 from tests.serving import Server
 
@@ -15,6 +17,7 @@ CHOICES = ["a", "b", "c", "d"]
 PARTIAL = protocol("n1", "07T20:00:00", {"a": 400, "b": 300}, invalid=10)
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # nothing backend-specific
 def test_votes_list_every_defined_choice_in_every_output(registered: LedgerUnderTest) -> None:
     nothing_yet = registered.query("tally")
     assert nothing_yet["votes"] == dict.fromkeys(CHOICES, 0)
@@ -41,6 +44,7 @@ def test_votes_list_every_defined_choice_in_every_output(registered: LedgerUnder
     assert all(s["VoteCounts"] for s in contest["ContestSelection"])
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # nothing backend-specific
 def test_an_unknown_reporter_is_refused_like_an_unknown_election(registered: LedgerUnderTest) -> None:
     registered.append(PARTIAL)
     for command in ("tally", "seats"):

@@ -54,6 +54,7 @@ def test_a_protocol_supersedes_only_its_own_reporters(registered: LedgerUnderTes
                 protocol("n2", "07T21:10:00", {"a": 6}, supersedes="n2-w"))
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # nothing backend-specific
 def test_over_http_a_signed_takeover_is_422(registered: LedgerUnderTest) -> None:
     watch = Reporter("watch")
     registered.append(watch.registration(), OFFICIAL)
@@ -70,6 +71,7 @@ def test_over_http_a_signed_takeover_is_422(registered: LedgerUnderTest) -> None
         assert server.stop() == 0
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # nothing backend-specific
 def test_withheld_requests_and_announcements_act_only_for_their_reporter(
     registered: LedgerUnderTest
 ) -> None:
@@ -89,6 +91,7 @@ def test_withheld_requests_and_announcements_act_only_for_their_reporter(
     assert (discrepancy["authority"], discrepancy["computed_total"]) == ("watch", 850)
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # nothing backend-specific
 def test_appeals_are_the_one_way_one_reporter_affects_anothers_tally(
     registered: LedgerUnderTest
 ) -> None:
@@ -110,6 +113,7 @@ def test_appeals_are_the_one_way_one_reporter_affects_anothers_tally(
     assert settled["contested"] == [] and settled["votes"]["a"] == 400
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # nothing backend-specific
 @pytest.mark.parametrize("case", ["different station", "not a protocol"])
 def test_supersedes_names_a_protocol_of_the_same_station(registered: LedgerUnderTest,
                                                          case: str) -> None:

@@ -7,6 +7,8 @@ import csv
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import LedgerUnderTest, definition, station
 
 LINES = [{"id": "blank", "name": "Blank"}, {"id": "spoiled", "name": "Spoiled"}]
@@ -267,6 +269,7 @@ def test_a_composite_station_id_may_have_empty_parts(ledger: LedgerUnderTest) ->
     assert ledger.query("tally")["votes"] == {"a": 435, "b": 215, "c": 0, "d": 0}
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # nothing backend-specific
 def test_a_station_id_must_be_non_empty_and_unique(ledger: LedgerUnderTest) -> None:
     ledger.append(definition())
     rows = ["North,DEG,5001,,300,0,200,100", ",,,,1,0,1,0", "North,DEG,5001,,300,0,200,100"]
@@ -282,6 +285,7 @@ def test_a_station_id_must_be_non_empty_and_unique(ledger: LedgerUnderTest) -> N
     assert ledger.stored_events() == 1
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # nothing backend-specific
 def test_skip_invalid_imports_the_good_rows_and_writes_the_refused_ones(
     ledger: LedgerUnderTest
 ) -> None:
