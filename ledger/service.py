@@ -327,6 +327,26 @@ class LedgerService:
             return seats(db, load_election(db, election), at, stage=stage, reporter=reporter,
                          scope=scope)
 
+    def forensics(self, at: Moment, *, election: str | None = None,
+                  stage: str = "preliminary", reporter: str | None = None,
+                  scope: str | None = None, choice: str | None = None) -> dict[str, Any]:
+        from projections.forensics import forensics
+        from projections.tally import load_election
+
+        with self.read_models() as db:
+            return forensics(db, load_election(db, election), at, stage=stage,
+                             reporter=reporter, scope=scope, choice=choice)
+
+    def estimate(self, at: Moment, *, election: str | None = None,
+                 stage: str = "preliminary", reporter: str | None = None,
+                 scope: str | None = None, confidence: float = 0.95) -> dict[str, Any]:
+        from projections.estimate import estimate
+        from projections.tally import load_election
+
+        with self.read_models() as db:
+            return estimate(db, load_election(db, election), at, stage=stage,
+                            reporter=reporter, scope=scope, confidence=confidence)
+
     def audit(self, at: Moment, *, election: str | None = None,
               station: str | None = None) -> dict[str, Any]:
         from projections.audit import audit
@@ -433,6 +453,24 @@ class LedgerService:
         except LookupError as error:
             raise BadInput(str(error).strip('"')) from None
 
+    def consistency(self, old_size: int, new_size: int) -> list[bytes]:
+        """The RFC 9162 consistency proof from the log at ``old_size`` to ``new_size``;
+        ``BadInput`` unless 0 < old_size <= new_size <= the log's size."""
+        from ledger.trust import merkle
+
+        tree = self.ledger(must_exist=True).recorder.integrity_index()
+        size = tree.size()
+        if not 0 < old_size <= new_size <= size:
+            raise BadInput(f"sizes {old_size} and {new_size}: a consistency proof needs "
+                           f"0 < from <= to <= {size} (the log's size)")
+        return merkle.consistency_proof(old_size, new_size, tree.read_node)
+
+    def record_checkpoint(self, checkpoint: Checkpoint, note: str) -> None:
+        """Keep a checkpoint as published, with every signature and cosignature it carries."""
+        from ledger.store.session import utc_now
+
+        tree = self.ledger(must_exist=True).recorder.integrity_index()
+        tree.record_checkpoint(checkpoint.size, checkpoint.root, utc_now().isoformat(), note)
 
     def check_receipt(self, receipt: dict[str, Any], public_key: Any,
                       anchor: Checkpoint | None = None) -> list[dict[str, Any]]:

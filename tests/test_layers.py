@@ -37,6 +37,7 @@ LAYERS = [
     "projections",          # the read side
     "ledger.demo",
     "ledger.service",       # the application layer: both sides
+    "ledger.witnessing",    # ledger serve asks its witnesses (background, beside the service)
     "ledger.http",          # adapters
     "ledger.cli",
     "ledger.__main__",

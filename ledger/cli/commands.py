@@ -25,6 +25,7 @@ from ledger.store.config import Location, locate
 
 if TYPE_CHECKING:  # the event schemas load only when a command reads events
     from ledger.input.reader import Line
+    from ledger.trust.cosigned import Cosigned
 
 MAX_PROBLEMS_SHOWN = 50
 
@@ -307,6 +308,60 @@ def seats(args: argparse.Namespace) -> int:
     return _print(result, args.format, rows=rows, header=header)
 
 
+def forensics(args: argparse.Namespace) -> int:
+    moment = _moment(args)
+    with _service(args) as service:
+        result = service.forensics(moment, election=args.election, stage=args.stage,
+                                   reporter=args.reporter, scope=args.scope, choice=args.choice)
+    rows = [{"percent": k, "turnout_stations": turnout, "share_stations": share}
+            for k, (turnout, share) in enumerate(zip(result["turnout_percent"],
+                                                     result["share_percent"], strict=True))]
+    integer = result["integer_turnout"]
+    chi = result["chi_square"]
+    header = (
+        f"forensics of the {result['stage']} tally of {result['election']} by "
+        f"{result['reporter']} ({result['scope']}): {result['stations']} stations, share of "
+        f"{result['choice']} ({result['name']})\n"
+        f"stations at a whole turnout percentage: {integer['observed']} "
+        f"(expected by chance {integer['expected']:.1f})\n"
+        f"last digits 0-9 of vote counts >= 10: {result['last_digits']}, chi-square "
+        + (f"{chi:.2f} (9 degrees of freedom), p = {result['p_value']:.3g}" if chi is not None
+           else "none (no such counts)")
+        + f"\nfingerprint: {len(result['fingerprint'])} turnout x share cells (--format json); "
+        "percentages below with at least one station"
+    )
+    if args.format == "table":
+        rows = [row for row in rows if row["turnout_stations"] or row["share_stations"]]
+    return _print(result, args.format, rows=rows, header=header)
+
+
+def estimate(args: argparse.Namespace) -> int:
+    moment = _moment(args)
+    with _service(args) as service:
+        result = service.estimate(moment, election=args.election, stage=args.stage,
+                                  reporter=args.reporter, scope=args.scope,
+                                  confidence=args.confidence)
+    rows = [
+        {"choice": c, "name": result["names"][c], "share_pct": _percent(share),
+         "low_pct": _percent((result["intervals"][c] or [None])[0]),
+         "high_pct": _percent((result["intervals"][c] or [None, None])[1])}
+        for c, share in result["shares"].items()
+    ]
+    turnout = result["turnout"]
+    header = (
+        f"ESTIMATE of the final result of {result['election']} ({result['stage']} stage) by "
+        f"{result['reporter']} ({result['scope']}) from {result['stations_reporting']}/"
+        f"{result['stations_total']} stations counted; turnout "
+        f"{'unknown' if turnout is None else f'{100 * turnout:.2f}%'}; intervals at "
+        f"{100 * result['confidence']:g}%\n{result['method']}\n{result['note']}"
+    )
+    return _print(result, args.format, rows=rows, header=header)
+
+
+def _percent(fraction: float | None) -> float | None:
+    return None if fraction is None else round(100 * fraction, 2)
+
+
 def audit(args: argparse.Namespace) -> int:
     moment = _moment(args)
     with _service(args) as service:
@@ -373,6 +428,9 @@ def verify(args: argparse.Namespace) -> int:
             signer = verify_note(note, load_public_key(Path(args.public_key)))
         except BadCheckpoint as error:
             return _broken(f"checkpoint {args.checkpoint}: {error}")
+    witnessed = _witnessed(args)
+    if witnessed is not None and not witnessed.ok:
+        return _broken(f"checkpoint {args.checkpoint}: {witnessed.summary()}")
     with _service(args) as service:
         try:
             verified = service.verify(note)
@@ -382,8 +440,27 @@ def verify(args: argparse.Namespace) -> int:
     if note is not None:
         message += f"; extends the checkpoint of {note.size} events"
         message += f", signed by {signer}" if signer else " (signature not checked)"
+    if witnessed is not None:
+        message += f"; {witnessed.summary()}"
     print(message)
     return 0
+
+
+def _witnessed(args: argparse.Namespace) -> Cosigned | None:
+    """With ``--witnesses``: the checkpoint's log signature and cosignatures, counted against
+    the policy's quorum (the caller refuses it unless ``.ok``)."""
+    if not getattr(args, "witnesses", None):
+        return None
+    from ledger.trust.checkpoint import load_public_key
+    from ledger.trust.cosigned import check_cosigned
+    from ledger.trust.policy import read_policy
+
+    if not args.checkpoint or not args.public_key:
+        raise BadInput("--witnesses needs --checkpoint FILE and --public-key LOG.pub: a "
+                       "checkpoint counts only with the log's signature and the quorum's")
+    policy = read_policy(Path(args.witnesses))
+    text = _readable(args.checkpoint).read_text(encoding="utf-8", errors="replace")
+    return check_cosigned(text, load_public_key(Path(args.public_key)), policy)
 
 
 def _broken(message: str) -> int:
@@ -421,6 +498,11 @@ def check_proof(args: argparse.Namespace) -> int:
         if note is None:
             raise BadInput("--public-key needs --checkpoint FILE to check a signature on")
         verify_signature(note, load_public_key(Path(args.public_key)))
+    witnessed = _witnessed(args)
+    if witnessed is not None and not witnessed.ok:
+        print(f"ledger check-proof: FAILED: checkpoint {args.checkpoint}: {witnessed.summary()}",
+              file=sys.stderr)
+        return 1
     try:
         entry = check(proof, note)
     except ProofError as error:
@@ -428,8 +510,10 @@ def check_proof(args: argparse.Namespace) -> int:
         return 1
     header = entry.split(b"\n", 5)
     anchor = "the checkpoint" if note else "the root in the proof (no checkpoint given)"
+    witnesses = f"; {witnessed.summary()}" if witnessed is not None else ""
     print(f"ok: event {_proved_event_id(header[-1])} at position {header[1].decode()} is leaf "
-          f"{proof['leaf_index']} of the log of {proof['tree_size']} events, under {anchor}")
+          f"{proof['leaf_index']} of the log of {proof['tree_size']} events, under {anchor}"
+          f"{witnesses}")
     return 0
 
 
@@ -459,6 +543,11 @@ def check_receipt(args: argparse.Namespace) -> int:
     if isinstance(receipt, dict) and isinstance(receipt.get("receipt"), dict):
         receipt = receipt["receipt"]  # the whole answer of POST /v1/events
     note = read_checkpoint(Path(args.checkpoint)) if args.checkpoint else None
+    witnessed = _witnessed(args)
+    if witnessed is not None and not witnessed.ok:
+        print(f"ledger check-receipt: FAILED: checkpoint {args.checkpoint}: {witnessed.summary()}",
+              file=sys.stderr)
+        return 1
     with _service(args) as service:
         try:
             events = service.check_receipt(receipt, load_public_key(Path(args.public_key)), note)
@@ -466,6 +555,7 @@ def check_receipt(args: argparse.Namespace) -> int:
             print(f"ledger check-receipt: FAILED: {error}", file=sys.stderr)
             return 1
     anchor = f" and in the checkpoint of {note.size} events" if note else ""
+    anchor += f"; {witnessed.summary()}" if witnessed is not None else ""
     print(f"ok: {len(events)} event(s) receipted by the ledger's key are in the log at their "
           f"positions{anchor}")
     return 0
@@ -474,13 +564,20 @@ def check_receipt(args: argparse.Namespace) -> int:
 def serve(args: argparse.Namespace) -> int:
     from ledger.http.server import serve as run
 
+    if args.witnesses and not args.key:
+        raise BadInput("--witnesses needs --key: witnesses cosign only checkpoints the log signed")
     return run(locate(args.db), host=args.host, port=args.port, key_file=args.key,
-               body_seconds=args.body_timeout, queue=args.queue)
+               body_seconds=args.body_timeout, queue=args.queue, witnesses=args.witnesses,
+               checkpoint_interval=args.checkpoint_interval)
 
 
 def keygen(args: argparse.Namespace) -> int:
     from ledger.trust.checkpoint import generate_key_pair
 
+    if args.cosigner:
+        return keygen_cosigner(args)
+    if args.name:
+        raise BadInput("--name is the name in a witness's vkey: it goes with --cosigner")
     prefix = _writable(args.prefix, "PREFIX", locate(args.db))
     for made in (prefix.with_suffix(".key"), prefix.with_suffix(".pub")):
         _writable(str(made), "PREFIX", locate(args.db))
@@ -490,6 +587,44 @@ def keygen(args: argparse.Namespace) -> int:
     print(f"wrote {secret} (keep it secret) and {public} (publish it)")
     print(public_key_line(secret))
     return 0
+
+
+def keygen_cosigner(args: argparse.Namespace) -> int:
+    """A witness's key: NAME.key and NAME.vkey; the vkey is all that is printed on stdout."""
+    from ledger.trust.witness_key import generate_cosigner_key, vkey_path
+
+    location = locate(args.db)
+    secret = _writable(f"{args.prefix}.key", "NAME", location)
+    _writable(str(vkey_path(secret)), "NAME", location)
+    cosigner = generate_cosigner_key(secret, args.name or secret.with_suffix("").name)
+    print(f"wrote {secret} (keep it secret) and {vkey_path(secret)} (publish it)", file=sys.stderr)
+    print(cosigner.vkey())
+    return 0
+
+
+def witness_serve(args: argparse.Namespace) -> int:
+    from ledger.http.witness import serve as run
+    from ledger.trust.checkpoint import load_log_verifier
+    from ledger.trust.witness import Witness, WitnessState
+    from ledger.trust.witness_key import load_cosigner
+
+    key = Path(args.key)
+    cosigner = load_cosigner(key)
+    logs: dict[str, Any] = {}
+    for given in args.log:
+        origin, equals, file = given.rpartition("=")
+        if not equals or not origin or not file:
+            raise BadInput(f"--log {given!r}: expected ORIGIN=FILE (the log's origin line and its "
+                           "public key, PEM or vkey)")
+        if any(ord(c) < 0x20 for c in origin):
+            raise BadInput(f"--log {given!r}: an origin is one line of text")
+        if origin in logs:
+            raise BadInput(f"--log: origin {origin!r} is given twice")
+        logs[origin] = load_log_verifier(_readable(file))
+    state = Path(args.state) if args.state else key.with_suffix(".state")
+    _writable(str(state), "--state")
+    witness = Witness(cosigner, logs, WitnessState(state))
+    return run(witness, host=args.host, port=args.port)
 
 
 def public_key_line(secret: Path) -> str:

@@ -9,10 +9,12 @@ holds up the event loop (and the feed).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import math
 from collections.abc import AsyncIterator, Callable
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from starlette.applications import Starlette
@@ -29,6 +31,9 @@ from ledger.http.writer import Busy, GroupCommitWriter, Saturated
 from ledger.input.reader import Problem
 from ledger.service import LedgerService, NotFound, when
 from ledger.store.application import Appended, BatchRejected
+
+if TYPE_CHECKING:
+    from ledger.witnessing import Witnessing
 
 MAX_BODY_BYTES = 4 << 20       # 4 MiB: a few thousand protocols
 MAX_LINES = 2_000              # per request; one request is planned whole in memory
@@ -128,6 +133,31 @@ seats = _election_view(
     (*MOMENT, "stage", "reporter", "scope"),
     lambda s, at, e, q: s.seats(at, election=e, stage=_stage(q), reporter=q.get("reporter"),
                                 scope=q.get("scope")))
+TALLY_OPTIONS = (*MOMENT, "stage", "reporter", "scope")
+
+
+def _confidence(query: dict[str, str]) -> float:
+    text = query.get("confidence")
+    if text is None:
+        return 0.95
+    try:
+        value = float(text) if len(text) <= 40 else math.nan
+    except ValueError:
+        value = math.nan
+    if not 0 < value < 1:
+        raise Refusal(400, _problem(f"expected a number between 0 and 1, such as 0.95; got "
+                                    f"{text[:40]!r}", "confidence"))
+    return value
+
+
+forensics = _election_view(
+    (*TALLY_OPTIONS, "choice"),
+    lambda s, at, e, q: s.forensics(at, election=e, stage=_stage(q), reporter=q.get("reporter"),
+                                    scope=q.get("scope"), choice=q.get("choice")))
+estimate = _election_view(
+    (*TALLY_OPTIONS, "confidence"),
+    lambda s, at, e, q: s.estimate(at, election=e, stage=_stage(q), reporter=q.get("reporter"),
+                                   scope=q.get("scope"), confidence=_confidence(q)))
 audit = _election_view(
     (*MOMENT, "station"), lambda s, at, e, q: s.audit(at, election=e, station=q.get("station")))
 history = _election_view(
@@ -169,8 +199,38 @@ def log(request: Request) -> Response:
 def checkpoint(request: Request) -> Response:
     _query(request, ())
     state = request.app.state
+    if state.witnessing is not None:
+        published = state.witnessing.checkpoint()
+        if published is None:
+            raise Refusal(503, _problem("no checkpoint has been cosigned by the witnesses' "
+                                        "quorum yet; see /v1/witnesses"),
+                          {"Retry-After": RETRY_AFTER_SECONDS})
+        return PlainTextResponse(published)
     note = _service(request).checkpoint(state.key, state.key_name)
     return PlainTextResponse(note.text())
+
+
+def witnesses(request: Request) -> Response:
+    """Whom the ledger asks to cosign its checkpoints, and how each answered last."""
+    _query(request, ())
+    witnessing = request.app.state.witnessing
+    if witnessing is None:
+        return _json({"quorum": None, "latest_size": None, "published_size": None,
+                      "witnesses": []})
+    return _json(witnessing.status())
+
+
+def consistency(request: Request) -> Response:
+    query = _query(request, ("from", "to"))
+    for name in ("from", "to"):
+        if name not in query:
+            raise Refusal(400, _problem("needed: the two sizes, ?from=M&to=N", name))
+    old, new = _whole_number(query, "from", 0), _whole_number(query, "to", 0)
+    try:
+        proof = _service(request).consistency(old, new)
+    except BadInput as error:
+        raise Refusal(400, _problem(str(error), "from")) from None
+    return PlainTextResponse("".join(base64.b64encode(h).decode() + "\n" for h in proof))
 
 
 def proof(request: Request) -> Response:
@@ -311,12 +371,16 @@ ROUTES = [
     Route("/v1/elections", elections),
     Route("/v1/elections/{election}/tally", tally),
     Route("/v1/elections/{election}/seats", seats),
+    Route("/v1/elections/{election}/forensics", forensics),
+    Route("/v1/elections/{election}/estimate", estimate),
     Route("/v1/elections/{election}/audit", audit),
     Route("/v1/elections/{election}/withheld", withheld),
     Route("/v1/elections/{election}/appeals", appeals),
     Route("/v1/elections/{election}/history", history),
     Route("/v1/log", log),
     Route("/v1/checkpoint", checkpoint),
+    Route("/v1/consistency", consistency),
+    Route("/v1/witnesses", witnesses),
     Route("/v1/proof/{event_id:path}", proof),
     Route("/v1/feed", feed),
     Route("/v1/events", post_events, methods=["POST"]),
@@ -324,7 +388,8 @@ ROUTES = [
 
 
 def create_app(service: LedgerService, *, key: Any = None, key_name: str | None = None,
-               body_seconds: float = BODY_SECONDS, capacity: int | None = None) -> Starlette:
+               body_seconds: float = BODY_SECONDS, capacity: int | None = None,
+               witnessing: Witnessing | None = None) -> Starlette:
     """The ASGI app over ``service``; its lifespan starts the writer and, on shutdown,
     drains it and closes the event store."""
     feed_ = Feed()
@@ -337,9 +402,13 @@ def create_app(service: LedgerService, *, key: Any = None, key_name: str | None 
                                    **({"capacity": capacity} if capacity else {}))
         app.state.writer = writer
         writer.start()
+        if witnessing is not None:
+            witnessing.start()
         try:
             yield
         finally:
+            if witnessing is not None:
+                await run_in_threadpool(witnessing.stop)
             if await run_in_threadpool(writer.stop):
                 service.close()
 
@@ -350,6 +419,7 @@ def create_app(service: LedgerService, *, key: Any = None, key_name: str | None 
     app.state.service = service
     app.state.key, app.state.key_name = key, key_name
     app.state.origin = None
+    app.state.witnessing = witnessing
     app.state.feed = feed_
     app.state.body_seconds = body_seconds
     app.state.stopping = lambda: False
