@@ -366,6 +366,15 @@ class LedgerService:
         with self.read_models() as db:
             return appeals(db, at, election=election)
 
+    def reporters(self, at: Moment, *, election: str | None = None) -> dict[str, Any]:
+        """Every reporter of the election with what it reported, and the span of its events
+        and of its protocols on both time axes."""
+        from projections.reporters import reporters
+        from projections.tally import load_election
+
+        with self.read_models() as db:
+            return reporters(db, load_election(db, election), at)
+
     def require(self, election: str, station: str | None = None,
                 reporter: str | None = None) -> None:
         """``NotFound`` unless the ledger defines this election (and this station in it, and

@@ -282,9 +282,11 @@ def withheld(db: Any, moment: Moment, *, election: str | None = None) -> dict[st
             "withheld": refusals}
 
 
-def _choice_of(election: Election, requester: str) -> str | None:
+def choice_of(election: Election, reporter: str) -> str | None:
+    """The ballot choice a reporter stands for: the choice whose id or party is its id (a
+    party's own count, a party's refused copies), else none (an observer group)."""
     for choice, _, party in election.choices:
-        if requester in (choice, party):
+        if reporter in (choice, party):
             return choice
     return None
 
@@ -299,7 +301,7 @@ def _compare(db: Any, election: Election, moment: Moment, requester: str) -> dic
         )
     }
     copied = {s for s, by in effective.items() if requester in by} - refused
-    choice = _choice_of(election, requester)
+    choice = choice_of(election, requester)
 
     def share(stations: set[str], reporter: str) -> tuple[int, float | None]:
         counted = [effective[s][reporter] for s in stations if reporter in effective.get(s, {})]

@@ -201,6 +201,8 @@ def test_the_read_side_shows_revocations(keyed: LedgerUnderTest, board: Reporter
     assert [e["event"]["reason"] for e in revoked] == ["the laptop was stolen"]
     table = keyed.run("audit")
     assert table.code == 0 and "== key acts (3)" in table.out
+    (reporter,) = [r for r in keyed.query("reporters")["reporters"] if r["reporter"] == "board"]
+    assert (reporter["keys_registered"], reporter["keys_revoked"]) == (2, 1)
     out = tmp_path / "night.html"
     assert keyed.run("report", "--out", str(out)).code == 0
     acts = out.read_text().split('id="key-acts"')[1].split("</table>")[0]

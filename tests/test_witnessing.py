@@ -199,6 +199,7 @@ def test_the_ledger_publishes_what_the_quorum_cosigned_and_records_it(night: dic
                            ).status == 200
         note = eventually(lambda: (n := published(server)) and n.split("\n")[1] == "7" and n)
         assert note and all(cosigned_by(note, w.name, w.public) for w in night["witnesses"])
+        assert live_page_witnesses(server, night["dir"]) == {"golos": "7", "party-b": "7"}
     finally:
         server.stop()
     with sqlite3.connect(night["dir"] / "ledger.db") as db:
@@ -240,6 +241,26 @@ def test_verify_and_check_proof_count_the_cosignatures_against_the_quorum(
         assert found.returncode == code, found.stderr
     alone = ledger(directory, "verify", "--witnesses", policy_file)
     assert alone.returncode == 2 and "--checkpoint" in alone.stderr
+
+
+def live_page_witnesses(server: Server, directory: Path) -> dict[str, str]:
+    """The live page's witness table in headless Chromium: name -> last size cosigned."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tests.test_live_page import _browser
+
+    browser = _browser(directory)
+    try:
+        browser.get(server.url + "/")
+        WebDriverWait(browser, 60).until(
+            lambda _: browser.execute_script("return document.body.dataset.shown") == "live")
+        rows = browser.execute_script(
+            "return [...document.querySelectorAll('#witnesses tbody tr')]"
+            ".map(r => [r.cells[0].textContent, r.cells[1].textContent])")
+        assert not browser.execute_script("return document.getElementById('witnesses-section').hidden")
+        return dict(rows)
+    finally:
+        browser.quit()
 
 
 def test_a_witness_that_is_down_stops_nothing_and_is_shown(night: dict[str, Any]) -> None:

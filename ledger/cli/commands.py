@@ -383,6 +383,26 @@ def appeals(args: argparse.Namespace) -> int:
     return _print({"appeals": result}, args.format, rows=result)
 
 
+def reporters(args: argparse.Namespace) -> int:
+    moment = _moment(args)
+    with _service(args) as service:
+        result = service.reporters(moment, election=args.election)
+    rows = [{k: r[k] for k in ("reporter", "role", "name", "protocols", "stations",
+                               "withheld_requests", "appeals", "announcements", "decisions",
+                               "first_reported_at", "last_reported_at")}
+            for r in result["reporters"]]
+    events, protocols = result["events"], result["protocols"]
+    header = (
+        f"reporters of {result['election']} (authority {result['authority']}); "
+        f"{events['count']} events occurred {events['first_occurred_at']} to "
+        f"{events['last_occurred_at']}, recorded {events['first_recorded_at']} to "
+        f"{events['last_recorded_at']}\n{protocols['count']} protocols occurred "
+        f"{protocols['first_occurred_at']} to {protocols['last_occurred_at']}, recorded "
+        f"{protocols['first_recorded_at']} to {protocols['last_recorded_at']}"
+    )
+    return _print(result, args.format, rows=rows, header=header)
+
+
 def export(args: argparse.Namespace) -> int:
     moment = _moment(args)
     with _service(args) as service:

@@ -121,6 +121,10 @@ def build_parser() -> Parser:
     _query_options(p)
     p = command("appeals", "appeals and their outcomes", "ledger appeals", commands.appeals)
     _query_options(p)
+    p = command("reporters", "who has reported what (protocols, withheld requests, appeals), "
+                "and the span of the election's events and protocols",
+                "ledger reporters --as-of 2030-04-07T23:00:00+02:00", commands.reporters)
+    _query_options(p)
     p = command("checkpoint", "print a checkpoint (tree size and root hash) to publish or keep; "
                 "it is also recorded in the ledger", "ledger checkpoint --key cec.key > night.ckpt",
                 commands.checkpoint)

@@ -165,6 +165,7 @@ history = _election_view(
     lambda s, at, e, q: {"events": s.history(at, election=e, station=q.get("station"))})
 withheld = _election_view(MOMENT, lambda s, at, e, q: s.withheld(at, election=e))
 appeals = _election_view(MOMENT, lambda s, at, e, q: {"appeals": s.appeals(at, election=e)})
+reporters = _election_view(MOMENT, lambda s, at, e, q: s.reporters(at, election=e))
 
 
 # -- for auditors and mirrors ----------------------------------------------------------------
@@ -377,6 +378,7 @@ ROUTES = [
     Route("/v1/elections/{election}/withheld", withheld),
     Route("/v1/elections/{election}/appeals", appeals),
     Route("/v1/elections/{election}/history", history),
+    Route("/v1/elections/{election}/reporters", reporters),
     Route("/v1/log", log),
     Route("/v1/checkpoint", checkpoint),
     Route("/v1/consistency", consistency),

@@ -20,6 +20,7 @@ from projections.audit import (
     signers,
     withheld,
 )
+from projections.forensics import forensics
 from projections.moment import Moment, stamp, visible
 from projections.schema import applied_position
 from projections.tally import COUNTED, Election, seats, tally
@@ -63,6 +64,7 @@ class Facts:
     night: list[tuple[datetime, Tally]]  # the preliminary tally at evenly spaced times
     after_night: list[LateProtocol]
     stations: list[StationPoint]
+    forensics: dict[str, Any]  # projections.forensics of the preliminary tally (its leader)
     withheld: dict[str, Any]
     discrepancies: list[dict[str, Any]]
     conflicts: list[dict[str, Any]]
@@ -94,6 +96,7 @@ def gather(db: Any, election: Election, moment: Moment) -> Facts:
         night=night,
         after_night=after_the_night(db, election, moment, night[0][0]) if night else [],
         stations=station_points(db, election, moment),
+        forensics=forensics(db, election, moment),
         withheld=withheld(db, moment, election=election.id),
         discrepancies=discrepancies(db, election, moment),
         conflicts=conflicts(db, election, moment),
