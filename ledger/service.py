@@ -27,7 +27,7 @@ from projections.schema import SCHEMA_VERSION, applied_position, connect, schema
 
 if TYPE_CHECKING:
     from ledger.input.reader import Line, Problem
-    from ledger.input.station_table import TableMap
+    from ledger.input.station_table import StationTable, TableMap
     from ledger.store.application import Ledger
     from ledger.store.batch import Outcome
     from ledger.store.integrity import Verified
@@ -177,12 +177,13 @@ class LedgerService:
             first_position=appended.first_position,
             last_position=appended.last_position,
             flagged=list(outcome.flagged),
-            rejected=outcome.rejected_count if skip_invalid else 0,
+            # Lines of the input refused (a table's row may stand for two events).
+            rejected=len({line.number for line, _ in outcome.rejected_lines}) if skip_invalid else 0,
             outcome=outcome,
             read_models_updated=caught_up,
         )
 
-    def station_table(self, path: Path, table_map: TableMap) -> Iterator[Line]:
+    def station_table(self, path: Path, table_map: TableMap) -> StationTable:
         """The lines of a station-level table, once its map is checked against the
         election it reports on. Stations the ledger already knows are not registered again:
         they are read at once here, outside the import's write transaction (a lookup per row
@@ -207,8 +208,9 @@ class LedgerService:
         say why a request already refused for its content is refused (signatures come
         first): what is appended is always checked inside the write transaction."""
         from ledger.domain.events import decoder
+        from ledger.domain.keyring import Keyring
         from ledger.input.reader import Problem
-        from ledger.trust.signatures import Keyring, SignatureRefused, authenticate
+        from ledger.trust.signatures import SignatureRefused, authenticate
 
         elections: dict[str, Any] = {}
         keyring = Keyring()
@@ -223,10 +225,11 @@ class LedgerService:
                         "SELECT payload FROM events WHERE election = ? AND type = "
                         "'ElectionDefined' ORDER BY position LIMIT 1", [event.election]).fetchone()
                     elections[event.election] = decoder.decode(row[0]) if row else None
-                    for (payload,) in db.execute(
-                            "SELECT payload FROM events WHERE election = ? AND type = "
-                            "'ReporterRegistered' ORDER BY position", [event.election]):
-                        keyring.add(decoder.decode(payload))
+                    keyring.load_election(event.election, [
+                        decoder.decode(payload) for (payload,) in db.execute(
+                            "SELECT payload FROM events WHERE election = ? AND type IN "
+                            "('ReporterRegistered', 'ReporterKeyRevoked') ORDER BY position",
+                            [event.election])])
                 try:
                     authenticate(event, line.text, elections[event.election], keyring)
                 except SignatureRefused as refused:
@@ -374,12 +377,16 @@ class LedgerService:
         with self.read_models() as db:
             return reporters(db, load_election(db, election), at)
 
-    def require(self, election: str, station: str | None = None) -> None:
-        """``NotFound`` unless the ledger defines this election (and this station in it)."""
-        from projections.tally import unknown
+    def require(self, election: str, station: str | None = None,
+                reporter: str | None = None) -> None:
+        """``NotFound`` unless the ledger defines this election (and this station in it, and
+        knows this reporter in it)."""
+        from projections.tally import unknown, unknown_reporter
 
         with self.read_models() as db:
             missing = unknown(db, election, station)
+            if missing is None and reporter is not None:
+                missing = unknown_reporter(db, election, reporter)
         if missing:
             raise NotFound(missing)
 

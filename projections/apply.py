@@ -25,14 +25,15 @@ from ledger.domain.events import (
     ElectionDefined,
     ProtocolIssued,
     ProtocolWithheld,
+    ReporterKeyRevoked,
     ReporterRegistered,
     ResultAnnounced,
     StationRegistered,
     decoder,
     station_of,
 )
+from ledger.domain.keyring import fingerprint
 from ledger.domain.relations import protocol_failures
-from ledger.trust.signatures import fingerprint
 from projections import steps as tally_steps
 from projections.moment import stamp
 from projections.schema import (
@@ -271,6 +272,11 @@ def _rows_of(position: int, entry: Any, rows: dict[str, list[tuple]], stamps: _S
         rows["reporters"].append(
             (position, event.election, event.reporter, event.name, event.public_key,
              fingerprint(base64.b64decode(event.public_key)), occurred, recorded)
+        )
+    elif isinstance(event, ReporterKeyRevoked):
+        rows["revocations"].append(
+            (position, event.election, event.reporter, event.public_key,
+             fingerprint(base64.b64decode(event.public_key)), event.reason, occurred, recorded)
         )
     elif isinstance(event, AppealDecided):
         rows["decisions"].append(

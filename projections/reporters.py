@@ -81,6 +81,9 @@ def reporters(db: Any, election: Election, moment: Moment) -> dict[str, Any]:
     ):
         counts.setdefault(reporter, {})
         names[reporter], keys[reporter] = name, count
+    revoked = dict(db.execute(
+        "SELECT reporter, COUNT(*) FROM revocations "
+        f"WHERE election = :election AND {visible()} GROUP BY reporter", params).fetchall())
     listed = [election.authority, *sorted(counts.keys() - {election.authority})]
     return {
         "election": election.id,
@@ -93,6 +96,7 @@ def reporters(db: Any, election: Election, moment: Moment) -> dict[str, Any]:
              "stations": stations.get(reporter, 0),
              "decisions": counts[reporter].get("decisions", 0),
              "keys_registered": keys.get(reporter, 0),
+             "keys_revoked": revoked.get(reporter, 0),
              "first_reported_at": reported["first_occurred_at"],
              "last_reported_at": reported["last_occurred_at"]}
             for reporter in listed for reported in [span(spans.get(reporter, []))]

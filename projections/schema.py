@@ -34,6 +34,13 @@ TABLES: dict[str, dict] = {
         pk="position",
         indexes=[["election", "reporter"]],
     ),
+    # Keys taken away (ReporterKeyRevoked); who added each key is the events row's signer.
+    "revocations": dict(
+        columns={"position": int, "election": str, "reporter": str, "public_key": str,
+                 "fingerprint": str, "reason": str, "occurred_at": str, "recorded_at": str},
+        pk="position",
+        indexes=[["election", "reporter"]],
+    ),
     "elections": dict(
         columns={"election": str, "name": str, "seats": int, "method": str,
                  "threshold_pct": float, "threshold_base": str, "authority": str,
@@ -117,9 +124,9 @@ TABLES: dict[str, dict] = {
 
 # Bumped whenever a table changes shape or what a row holds (3: control checks use the
 # station's register; 4: signed events, protocol lines, running tally totals; 5: a step's
-# per-choice figures as one array; 6: steps by ledger time): read models of another version
-# are rebuilt.
-SCHEMA_VERSION = 6
+# per-choice figures as one array; 6: steps by ledger time; 7: key revocations): read models
+# of another version are rebuilt.
+SCHEMA_VERSION = 7
 
 
 class EventRow(NamedTuple):

@@ -62,6 +62,28 @@ def unknown(db: Any, election: str, station: str | None = None) -> str | None:
     return None
 
 
+def unknown_reporter(db: Any, election: str, reporter: str) -> str | None:
+    """Why ``reporter`` names nobody in ``election``, if it does not: a reporter is known
+    once any event of the election names it (its key, a protocol, a withheld request, an
+    appeal, an announcement) or it is the election's authority."""
+    if db.execute(
+        "SELECT 1 FROM elections WHERE election = :e AND authority = :r "
+        "UNION ALL SELECT 1 FROM reporters WHERE election = :e AND reporter = :r "
+        "UNION ALL SELECT 1 FROM protocols WHERE election = :e AND reported_by = :r "
+        "UNION ALL SELECT 1 FROM withheld WHERE election = :e AND requested_by = :r "
+        "UNION ALL SELECT 1 FROM appeals WHERE election = :e AND filed_by = :r "
+        "UNION ALL SELECT 1 FROM announcements WHERE election = :e AND authority = :r LIMIT 1",
+        {"e": election, "r": reporter},
+    ).fetchone():
+        return None
+    return f"unknown reporter {reporter!r} in {election!r}"
+
+
+def require_reporter(db: Any, election: str, reporter: str) -> None:
+    if (missing := unknown_reporter(db, election, reporter)) is not None:
+        raise QueryError(f"--reporter: {missing}")
+
+
 def load_election(db: Any, election: str | None) -> Election:
     """The election asked for, or the only one the ledger holds."""
     if election is None:
@@ -145,7 +167,9 @@ class Counting:
 def counting_at(db: Any, election: Election, moment: Moment, *, stage: str = "preliminary",
                 reporter: str | None = None, scope: str | None = None) -> Counting:
     """The protocols a tally with these options counts; ``QueryError`` for a scope that
-    names no station."""
+    names no station, or a reporter that no event of the election names."""
+    if reporter is not None and reporter != election.authority:
+        require_reporter(db, election.id, reporter)
     reporter = reporter or election.authority
     params: dict[str, Any] = {
         "election": election.id, **moment.bounds(), "reporter": reporter, "scope": scope,
@@ -241,7 +265,8 @@ def tally(
         for choice, count in votes_of(votes_json).items():
             sums[choice] = sums.get(choice, 0) + count
     order = [choice for choice, _, _ in election.choices]
-    votes = {choice: sums[choice] for choice in order if choice in sums}
+    # Every defined choice, 0 until a counted protocol gives it votes: one shape for clients.
+    votes = {choice: sums.get(choice, 0) for choice in order}
     if stations_total is None:
         stations_total = db.execute("SELECT COUNT(*) " + STATIONS_IN_SCOPE, params).fetchone()[0]
     valid = sum(votes.values())

@@ -40,13 +40,13 @@ def test_every_reporter_with_its_counts_and_the_night_on_both_axes(
         "reporter": "board", "name": None, "role": "authority", "choice": None,
         # n1-b, n2-b, n2-b2, s1-b and the recount s1-r
         "protocols": 5, "stations": 3, "withheld_requests": 0, "appeals": 0,
-        "announcements": 2, "decisions": 2, "keys_registered": 0,
+        "announcements": 2, "decisions": 2, "keys_registered": 0, "keys_revoked": 0,
         "first_reported_at": T("07T18:00:00"), "last_reported_at": T("12T08:00:00"),
     }
     assert found["watch"] == {
         "reporter": "watch", "name": None, "role": "observer", "choice": None,
         "protocols": 1, "stations": 1, "withheld_requests": 1, "appeals": 1,
-        "announcements": 0, "decisions": 0, "keys_registered": 0,
+        "announcements": 0, "decisions": 0, "keys_registered": 0, "keys_revoked": 0,
         "first_reported_at": T("07T18:30:00"), "last_reported_at": T("08T08:00:00"),
     }
     # "c" is a choice on the ballot: its appeal makes it a reporter, as a party.

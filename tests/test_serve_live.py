@@ -106,9 +106,9 @@ def test_two_servers_on_one_postgresql_ledger_see_each_others_writes(tmp_path: P
         tally = "/v1/elections/council-2030/tally"
         assert two.get(tally).json()["stations_reporting"] == 0
         assert one.post(signed(protocol("n1", "07T20:00:00", {"a": 7, "b": 3}))).status == 200
-        assert two.get(tally).json()["votes"] == {"a": 7, "b": 3}
+        assert two.get(tally).json()["votes"] == {"a": 7, "b": 3, "c": 0, "d": 0}
         assert two.post(signed(protocol("s1", "07T21:00:00", {"a": 1, "c": 5}))).status == 200
-        assert one.get(tally).json()["votes"] == {"a": 8, "b": 3, "c": 5}
+        assert one.get(tally).json()["votes"] == {"a": 8, "b": 3, "c": 5, "d": 0}
     finally:
         assert one.stop() == 0
         assert two.stop() == 0
@@ -150,7 +150,7 @@ def test_the_live_page_shows_the_tally_and_updates_after_a_post(keyed: LedgerUnd
                 ".map(r => [r.dataset.choice, r.querySelectorAll('td')[1].textContent.trim()]))")
 
         wait.until(lambda _: votes().get("a") == "400")
-        assert votes() == {"a": "400", "b": "300"}
+        assert votes() == {"a": "400", "b": "300", "c": "0", "d": "0"}
         wait.until(lambda _: browser.find_element(By.ID, "connection").text == "live")
         assert "1 of 3 stations reporting" in browser.find_element(By.ID, "summary").text
         press = browser.execute_script(
@@ -160,7 +160,7 @@ def test_the_live_page_shows_the_tally_and_updates_after_a_post(keyed: LedgerUnd
         assert browser.execute_script("return document.body.dataset.pwned") is None
         assert server.post(signed(protocol("s1", "07T21:00:00", {"a": 50, "c": 25}))).status == 200
         wait.until(lambda _: votes().get("a") == "450")
-        assert votes() == {"a": "450", "b": "300", "c": "25"}
+        assert votes() == {"a": "450", "b": "300", "c": "25", "d": "0"}
         assert "2 of 3 stations reporting" in browser.find_element(By.ID, "summary").text
         # Scrub back to the start of the night: the slider's far left is the first protocol
         # (20:00 at +02:00), as the server knows the night, so that one station is in.
@@ -168,7 +168,7 @@ def test_the_live_page_shows_the_tally_and_updates_after_a_post(keyed: LedgerUnd
         browser.execute_script("arguments[0].value = 0; arguments[0].dispatchEvent(new Event('input'))",
                                slider)
         wait.until(lambda _: browser.find_element(By.ID, "summary").text.startswith("1 of "))
-        assert votes() == {"a": "400", "b": "300"}
+        assert votes() == {"a": "400", "b": "300", "c": "0", "d": "0"}
         assert browser.find_element(By.ID, "moment-label").text == "as of 2030-04-07 18:00 UTC"
         shot = keyed.directory / "live.png"
         browser.save_screenshot(str(shot))

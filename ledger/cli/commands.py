@@ -103,13 +103,18 @@ def _moment(args: argparse.Namespace) -> Any:
 # -- writing ---------------------------------------------------------------------------------
 
 
-def append(args: argparse.Namespace) -> int:
-    from ledger.input.reader import read_lines
-
+def _skipping(args: argparse.Namespace) -> None:
+    """--skip-invalid and --rejects go together (append, import csv)."""
     if args.skip_invalid and not args.rejects:
         raise BadInput("--skip-invalid needs --rejects FILE to keep the lines it skips")
     if args.rejects and not args.skip_invalid:
         raise BadInput("--rejects goes with --skip-invalid")
+
+
+def append(args: argparse.Namespace) -> int:
+    from ledger.input.reader import read_lines
+
+    _skipping(args)
     with _input(args.file) as stream:
         size = None if args.file == "-" else Path(args.file).stat().st_size
         return _append_lines(args, progress.lines(read_lines(stream), total_bytes=size,
@@ -123,6 +128,8 @@ def import_dataset(args: argparse.Namespace) -> int:
         return import_csv(args)
     if args.map:
         raise BadInput("--map goes with import csv")
+    if args.skip_invalid or args.rejects:
+        raise BadInput("--skip-invalid and --rejects go with import csv (or append)")
     path = _readable(args.file)
     return _append_lines(args, progress.lines(
         read_openelections(path, occurred_at=args.occurred_at, authority=args.authority),
@@ -134,20 +141,24 @@ def import_csv(args: argparse.Namespace) -> int:
 
     if not args.map:
         raise BadInput("import csv needs --map MAP.toml (see docs/real-data.md)")
+    _skipping(args)
     path, table_map = _readable(args.file), load_map(_readable(args.map))
     with _service(args) as service:
         try:
-            lines = service.station_table(path, table_map)
+            table = service.station_table(path, table_map)
         except MapRefused as refused:
             for problem in refused.problems:
                 print(problem, file=sys.stderr)
             print("nothing was appended: fix the map and try again", file=sys.stderr)
             return 2
-    return _append_lines(args, progress.lines(lines, total_bytes=path.stat().st_size,
-                                              what="import"))
+    return _append_lines(args, progress.lines(table, total_bytes=path.stat().st_size,
+                                              what="import"),
+                         write_rejects=lambda out, outcome: _write_rejected_rows(
+                             out, outcome, table.header))
 
 
-def _append_lines(args: argparse.Namespace, lines: Iterable[Line]) -> int:
+def _append_lines(args: argparse.Namespace, lines: Iterable[Line],
+                  write_rejects: Callable[[IO[bytes], Any], None] | None = None) -> int:
     """Append and report: shared by `append` and `import`."""
     _short_lived_process()
     skip_invalid = getattr(args, "skip_invalid", False)
@@ -163,7 +174,7 @@ def _append_lines(args: argparse.Namespace, lines: Iterable[Line]) -> int:
             _print_refusal(refused)
             return 2
         if rejected_out is not None:
-            _write_rejects(rejected_out, receipt.outcome)
+            (write_rejects or _write_rejects)(rejected_out, receipt.outcome)
     if args.format == "json":
         print(as_json(receipt.summary()))
         return 0
@@ -202,6 +213,29 @@ def _write_rejects(out: IO[bytes], outcome: Any) -> None:
         record = {"line": line.number, "reasons": reasons,
                   "text": line.text.decode("utf-8", "replace")}
         out.write(encoder.encode(record) + b"\n")
+
+
+def _write_rejected_rows(out: IO[bytes], outcome: Any, header: list[str]) -> None:
+    """A station table's refused rows as CSV: the line number, the reasons, then the row's
+    own cells under the table's header, so the file can be fixed and imported again with
+    the same map."""
+    import csv
+    import io
+
+    reasons: dict[int, list[str]] = {}
+    texts: dict[int, bytes] = {}
+    for line, problems in outcome.rejected_lines:
+        kept = reasons.setdefault(line.number, [])
+        kept += [str(p).removeprefix(f"line {line.number}: ") for p in problems]
+        if line.text:
+            texts.setdefault(line.number, line.text)
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["line", "reason", *header])
+    for number, why in reasons.items():
+        cells = next(csv.reader([texts[number].decode("utf-8", "replace")])) if number in texts else []
+        writer.writerow([number, "; ".join(dict.fromkeys(why)), *cells])
+    out.write(text.getvalue().encode("utf-8"))
 
 
 def replay(args: argparse.Namespace) -> int:

@@ -265,6 +265,10 @@ def build_parser() -> Parser:
     p.add_argument("--authority", default="openelections", metavar="ID",
                    help="the authority recorded as defining the elections and issuing the "
                    "results (default: openelections)")
+    p.add_argument("--skip-invalid", action="store_true",
+                   help="for csv: store the valid rows and write the refused ones to --rejects")
+    p.add_argument("--rejects", metavar="FILE.csv", help="for csv: where --skip-invalid writes "
+                   "each refused row, with its line number and reason")
     p.add_argument("--format", choices=("table", "json"), default="table",
                    help="the summary as a line of text (default) or json")
     p = command("report", "write a self-contained HTML report with charts",

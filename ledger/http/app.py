@@ -116,14 +116,14 @@ Answer = Callable[[LedgerService, Any, str, dict[str, str]], Any]
 
 def _election_view(allowed: tuple[str, ...], answer: Answer) -> Callable[..., Response]:
     """An endpoint under /v1/elections/{id}: checks the parameters, that the election (and
-    station) exist (404), then asks the service."""
+    station, and reporter) exist (404), then asks the service."""
 
     def endpoint(request: Request) -> Response:
         query = _query(request, allowed)
         moment = _moment(query)
         election = request.path_params["election"]
         service = _service(request)
-        service.require(election, query.get("station"))
+        service.require(election, query.get("station"), query.get("reporter"))
         return _json(answer(service, moment, election, query))
 
     return endpoint

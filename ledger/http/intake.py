@@ -17,9 +17,10 @@ import msgspec
 
 from ledger.input.reader import Line, Problem, parse_line
 
-# The operator's events: they define the election, so they are appended locally, never by
-# a reporter over the network.
-DEFINITIONS = frozenset({"ElectionDefined", "StationRegistered", "ReporterRegistered"})
+# The operator's events: they define the election and its reporters' keys, so they are
+# appended locally, never over the network (a key a reporter adds to itself, signed, too).
+DEFINITIONS = frozenset({"ElectionDefined", "StationRegistered", "ReporterRegistered",
+                         "ReporterKeyRevoked"})
 SIGNATURE = "signature"
 
 

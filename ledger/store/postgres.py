@@ -195,6 +195,16 @@ class PostgresWriteSession(WriteSession):
             found.setdefault(row["originator_id"], []).append(bytes(row["state"]))
         return found
 
+    def payloads_of_types(self, election: str, types: Sequence[str]) -> list[bytes]:
+        self.cursor.execute(
+            SQL(
+                "SELECT e.state FROM {0} i JOIN {1} e ON e.notification_id = i.position "
+                "WHERE i.election = %s AND i.type = ANY(%s) ORDER BY i.position"
+            ).format(self.index, self.events),
+            [election, list(types)],
+        )
+        return [bytes(row["state"]) for row in self.cursor.fetchall()]
+
     def recorded(self, event_ids: Sequence[str]) -> dict[str, Recorded]:
         self.cursor.execute(
             SQL(

@@ -80,6 +80,11 @@ class WriteSession(ABC):
         """Every payload of each stream that exists, in version order."""
 
     @abstractmethod
+    def payloads_of_types(self, election: str, types: Sequence[str]) -> list[bytes]:
+        """Every payload of these event types in one election, in log order (read through
+        the identity index; meant for rare events such as key registrations)."""
+
+    @abstractmethod
     def recorded(self, event_ids: Sequence[str]) -> dict[str, Recorded]:
         """The index entries of the events with these identities."""
 

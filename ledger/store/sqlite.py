@@ -179,6 +179,16 @@ class SQLiteWriteSession(WriteSession):
             found.setdefault(UUID(row[0]), []).append(row[1])
         return found
 
+    def payloads_of_types(self, election: str, types: Sequence[str]) -> list[bytes]:
+        marks = ",".join("?" * len(types))
+        self.cursor.execute(
+            f"SELECT e.state FROM {self.recorder.index_table} i "
+            f"JOIN {self.recorder.events_table_name} e ON e.rowid = i.position "
+            f"WHERE i.election = ? AND i.type IN ({marks}) ORDER BY i.position",
+            [election, *types],
+        )
+        return [row[0] for row in self.cursor.fetchall()]
+
     def recorded(self, event_ids: Sequence[str]) -> dict[str, Recorded]:
         sql = (
             f"SELECT event_id, digest, type, election, station FROM {self.recorder.index_table} "

@@ -56,6 +56,7 @@ def render_report(db: Any, election: Election, moment: Moment) -> str:
         view.appeals_table(facts, zone),
         view.control_failures_table(facts, zone),
         view.signers_table(facts),
+        view.key_acts_table(facts, zone),
     )}
     return _templates().get_template("report.html.j2").render(
         facts=facts, zone=zone, charts=drawn, tables=tables, forensics_parties=parties,

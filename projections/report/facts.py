@@ -11,7 +11,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from projections.audit import appeals_of, conflicts, control_failures, discrepancies, signers, withheld
+from projections.audit import (
+    appeals_of,
+    conflicts,
+    control_failures,
+    discrepancies,
+    key_acts,
+    signers,
+    withheld,
+)
 from projections.forensics import forensics
 from projections.moment import Moment, stamp, visible
 from projections.schema import applied_position
@@ -63,10 +71,12 @@ class Facts:
     appeals: list[dict[str, Any]]
     control_failures: list[dict[str, Any]]
     signers: list[dict[str, Any]]
+    key_acts: list[dict[str, Any]]
 
     def leader(self) -> str | None:
         votes = self.preliminary["votes"]
-        return max(votes, key=votes.get, default=None)
+        leader = max(votes, key=votes.get, default=None)
+        return leader if leader is not None and votes[leader] else None  # every choice is listed
 
     def largest_parties(self, limit: int) -> list[str]:
         """The ``limit`` parties with the most preliminary votes (none without a vote)."""
@@ -93,6 +103,7 @@ def gather(db: Any, election: Election, moment: Moment) -> Facts:
         appeals=appeals_of(db, election, moment),
         control_failures=control_failures(db, election, moment),
         signers=signers(db, election, moment),
+        key_acts=key_acts(db, election, moment),
     )
 
 
