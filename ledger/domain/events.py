@@ -151,7 +151,21 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     ElectionDefined, StationRegistered, ProtocolIssued, ProtocolWithheld, ResultAnnounced,
     AppealFiled, AppealDecided, ReporterRegistered, ReporterKeyRevoked,
 )
-TYPE_NAMES = tuple(cls.__name__ for cls in EVENT_TYPES)
+TYPE_NAMES = tuple(cls.__struct_config__.tag for cls in EVENT_TYPES)
+
+# Who speaks in each event. A report names its reporter in one field: that reporter's key must
+# sign it. A registration names the reporter it gives a key to: adding a key to a reporter that
+# holds one is that reporter's own act (signed); an appeal's decision speaks for the election's
+# authority (``ledger.trust.signatures.acting_reporter`` reads this table).
+ACTING_FIELD: dict[type[Event], str] = {
+    ProtocolIssued: "reported_by", ProtocolWithheld: "requested_by", AppealFiled: "filed_by",
+    ResultAnnounced: "authority", ReporterRegistered: "reporter",
+}
+# The operator's acts: they define the election or take a key away, and carry no signature.
+OPERATORS_ACTS: tuple[type[Event], ...] = (ElectionDefined, StationRegistered, ReporterKeyRevoked)
+# Appended only where the ledger lives, never over the network: the operator's acts, and every
+# registration (a first key is the operator's act; a rotation, signed, is appended locally too).
+APPENDED_LOCALLY = frozenset(cls.__struct_config__.tag for cls in (*OPERATORS_ACTS, ReporterRegistered))
 
 decoder = msgspec.json.Decoder(ElectionEvent)
 _encoder = msgspec.json.Encoder(order="sorted")

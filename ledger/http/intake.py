@@ -15,12 +15,9 @@ from typing import Any
 
 import msgspec
 
+from ledger.domain.events import APPENDED_LOCALLY
 from ledger.input.reader import Line, Problem, parse_line
 
-# The operator's events: they define the election and its reporters' keys, so they are
-# appended locally, never over the network (a key a reporter adds to itself, signed, too).
-DEFINITIONS = frozenset({"ElectionDefined", "StationRegistered", "ReporterRegistered",
-                         "ReporterKeyRevoked"})
 SIGNATURE = "signature"
 
 
@@ -63,7 +60,7 @@ def screen(body: bytes) -> Screened:
         except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
             envelope = None  # the decoder below says precisely what is wrong
         if envelope is not None:
-            if isinstance(envelope.type, str) and envelope.type in DEFINITIONS:
+            if isinstance(envelope.type, str) and envelope.type in APPENDED_LOCALLY:
                 forbidden.append(Problem(number, "type", f"{envelope.type} is the operator's: "
                                          "definitions are appended locally, not over HTTP"))
             elif envelope.signature is msgspec.UNSET:

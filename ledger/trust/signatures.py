@@ -26,16 +26,13 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from ledger.domain.events import (
+    ACTING_FIELD,
+    OPERATORS_ACTS,
     AppealDecided,
-    AppealFiled,
     ElectionDefined,
     Event,
-    ProtocolIssued,
-    ProtocolWithheld,
     ReporterKeyRevoked,
     ReporterRegistered,
-    ResultAnnounced,
-    StationRegistered,
     decoder,
     normalised,
 )
@@ -45,8 +42,6 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 PREFIX = b"election-ledger/event/v1\n"
-# The operator's acts: they define the election or take a key away, and carry no signature.
-OPERATORS = (ElectionDefined, StationRegistered, ReporterKeyRevoked)
 # JCS numbers are IEEE 754 doubles: integers beyond this lose digits when read back.
 SAFE_INTEGER = 2**53 - 1
 
@@ -70,19 +65,10 @@ def acting_reporter(event: Event, election: ElectionDefined | None) -> str | Non
     is the reporter it registers: a key added to a reporter holding one is a rotation, which
     only that reporter may sign (the operator alone gives a first key, unsigned).
     """
-    if isinstance(event, ReporterRegistered):
-        return event.reporter
-    if isinstance(event, ProtocolIssued):
-        return event.reported_by
-    if isinstance(event, ProtocolWithheld):
-        return event.requested_by
-    if isinstance(event, AppealFiled):
-        return event.filed_by
-    if isinstance(event, ResultAnnounced):
-        return event.authority
     if isinstance(event, AppealDecided):
         return election.authority if election is not None else None
-    return None
+    field = ACTING_FIELD.get(type(event))
+    return getattr(event, field) if field else None
 
 
 def signed_message(canonical: bytes) -> bytes:
@@ -181,7 +167,7 @@ def _claimable_keys(
     """The keys that may sign ``event`` as its signature claims; refused if none may."""
     signature = event.signature
     assert signature
-    if isinstance(event, OPERATORS):
+    if isinstance(event, OPERATORS_ACTS):
         raise SignatureRefused(
             f"{type(event).__name__} is the operator's, appended locally: it carries no "
             "signature"
@@ -290,7 +276,7 @@ def verifying_key(keys: Sequence[ReporterKey], signature_b64: str, message: byte
 def unsigned_refusal(event: Event, election: ElectionDefined | None, keyring: Keyring) -> str | None:
     """Why an unsigned ``event`` may not be recorded, or ``None``: a report of a reporter that
     holds (or held) a key, or a key added to a reporter that holds a valid one."""
-    if event.signature or isinstance(event, OPERATORS):
+    if event.signature or isinstance(event, OPERATORS_ACTS):
         return None
     if isinstance(event, ReporterRegistered):
         if not adds_a_key(keyring, event):
@@ -312,10 +298,9 @@ def unsigned_refusal(event: Event, election: ElectionDefined | None, keyring: Ke
 
 
 def _acting_field(event: Event) -> str:
-    fields = {ProtocolIssued: "reported_by", ProtocolWithheld: "requested_by",
-              AppealFiled: "filed_by", ResultAnnounced: "authority",
-              AppealDecided: "the election's authority", ReporterRegistered: "reporter"}
-    return fields.get(type(event), "the acting reporter")
+    if isinstance(event, AppealDecided):
+        return "the election's authority"
+    return ACTING_FIELD.get(type(event), "the acting reporter")
 
 
 def reporters_named(event: Event, election: ElectionDefined | None) -> Iterable[str]:
@@ -349,7 +334,7 @@ def sign_line(text: bytes, event: Event, private_key: Any, signer: str | None) -
     ``signer`` is needed for an ``AppealDecided`` line: its acting reporter is the
     election's authority, which the line does not name.
     """
-    if isinstance(event, OPERATORS):
+    if isinstance(event, OPERATORS_ACTS):
         raise SignatureRefused(f"{type(event).__name__} is the operator's: it is not signed")
     actor = acting_reporter(event, None)
     if actor is None and signer is None:
