@@ -26,6 +26,7 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 
 from ledger.errors import BadInput, Failure
+from ledger.http.body import BodyTooLarge, BodyTooSlow, read_body
 from ledger.http.feed import Feed
 from ledger.http.intake import problem_json, refusal_status, screen
 from ledger.http.writer import Busy, GroupCommitWriter, Saturated
@@ -248,24 +249,12 @@ def proof(request: Request) -> Response:
 
 async def _read_body(request: Request) -> bytes:
     """The body, within the size and time limits (413, 408)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise Refusal(413, _problem(f"the body is larger than {MAX_BODY_BYTES} bytes; split it"))
-    chunks: list[bytes] = []
-    size = 0
     try:
-        async with asyncio.timeout(request.app.state.body_seconds):
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > MAX_BODY_BYTES:
-                    raise Refusal(413, _problem(f"the body is larger than {MAX_BODY_BYTES} bytes; "
-                                                "split it"))
-                chunks.append(chunk)
-    except TimeoutError:
-        raise Refusal(408, _problem(f"the body did not arrive within "
-                                    f"{request.app.state.body_seconds:g} seconds"),
-                      {"Connection": "close"}) from None
-    return b"".join(chunks)
+        return await read_body(request, MAX_BODY_BYTES, request.app.state.body_seconds)
+    except BodyTooLarge as error:
+        raise Refusal(413, _problem(f"{error}; split it")) from None
+    except BodyTooSlow as error:
+        raise Refusal(408, _problem(str(error)), {"Connection": "close"}) from None
 
 
 async def post_events(request: Request) -> Response:

@@ -9,7 +9,6 @@ answer ``500``: what cannot be read is a ``400``; a state file that cannot be wr
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import signal
@@ -24,6 +23,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ledger.http.body import BodyTooLarge, BodyTooSlow, read_body
 from ledger.trust.witness import Answer, Witness
 
 # 63 proof lines and a note of up to 100 signature lines, even post-quantum ones, fit well.
@@ -45,22 +45,12 @@ def _problems(status: int, reason: str, field: str | None = None, line: int = 0,
 
 
 async def _read_body(request: Request) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise _Refused(413, f"the body is larger than {MAX_BODY_BYTES} bytes")
-    chunks: list[bytes] = []
-    size = 0
     try:
-        async with asyncio.timeout(request.app.state.body_seconds):
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > MAX_BODY_BYTES:
-                    raise _Refused(413, f"the body is larger than {MAX_BODY_BYTES} bytes")
-                chunks.append(chunk)
-    except TimeoutError:
-        raise _Refused(408, f"the body did not arrive within {request.app.state.body_seconds:g} "
-                            "seconds", {"Connection": "close"}) from None
-    return b"".join(chunks)
+        return await read_body(request, MAX_BODY_BYTES, request.app.state.body_seconds)
+    except BodyTooLarge as error:
+        raise _Refused(413, str(error)) from None
+    except BodyTooSlow as error:
+        raise _Refused(408, str(error), {"Connection": "close"}) from None
 
 
 async def add_checkpoint(request: Request) -> Response:
