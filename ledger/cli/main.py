@@ -134,11 +134,7 @@ def build_parser() -> Parser:
     p = command("verify", "recompute every hash from the stored events; exit 0 only if the log "
                 "is intact and extends the checkpoint",
                 "ledger verify --checkpoint night.ckpt --public-key cec.pub", commands.verify)
-    p.add_argument("--checkpoint", metavar="FILE", help=CHECKPOINT_HELP + "; the log must "
-                   "extend it")
-    p.add_argument("--public-key", metavar="FILE", help="require the checkpoint's signature by "
-                   "this Ed25519 public key")
-    _witnesses_option(p)
+    _anchor_options(p, "the log must extend it")
     p = command("prove", "print an inclusion proof (JSON) that one event is in the log",
                 "ledger prove n1-b --checkpoint night.ckpt > n1.proof", commands.prove)
     p.add_argument("event_id", metavar="EVENT_ID", help="the event's event_id (as `ledger "
@@ -148,11 +144,7 @@ def build_parser() -> Parser:
                 "ledger check-proof n1.proof --checkpoint night.ckpt --public-key cec.pub",
                 commands.check_proof)
     p.add_argument("proof", metavar="PROOF", help="a proof file written by `ledger prove`")
-    p.add_argument("--checkpoint", metavar="FILE", help=CHECKPOINT_HELP + "; the proof must "
-                   "lead to its root (default: the root inside the proof)")
-    p.add_argument("--public-key", metavar="FILE", help="require the checkpoint's signature by "
-                   "this Ed25519 public key")
-    _witnesses_option(p)
+    _anchor_options(p, "the proof must lead to its root (default: the root inside the proof)")
     p = command("serve", "serve the ledger over HTTP: the JSON API, a live feed and a live page",
                 "ledger serve --port 8080 --key ledger.key", commands.serve)
     p.add_argument("--host", default="127.0.0.1", help="the address to listen on "
@@ -283,6 +275,14 @@ def build_parser() -> Parser:
     p.add_argument("--stations", type=_positive, default=None, metavar="N",
                    help="number of polling stations (default: about ten thousand)")
     return parser
+
+
+def _anchor_options(parser: argparse.ArgumentParser, must: str) -> None:
+    """A published checkpoint to check against: its file, the log's key, the witnesses' policy."""
+    parser.add_argument("--checkpoint", metavar="FILE", help=f"{CHECKPOINT_HELP}; {must}")
+    parser.add_argument("--public-key", metavar="FILE", help="require the checkpoint's signature "
+                        "by this Ed25519 public key")
+    _witnesses_option(parser)
 
 
 def _witnesses_option(parser: argparse.ArgumentParser) -> None:
