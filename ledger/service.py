@@ -12,6 +12,7 @@ query against current read models never loads them.
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from ledger.errors import BadInput, Failure
 from ledger.store.config import Location
 from ledger.store.head import postgres_head, sqlite_head
 from projections.errors import QueryError
-from projections.moment import ALWAYS, BadMoment, Moment, moment
+from projections.moment import ALWAYS, BadMoment, Moment, moment, settled
 from projections.schema import SCHEMA_VERSION, applied_position, connect, schema_version
 
 if TYPE_CHECKING:
@@ -85,6 +86,18 @@ class Receipt:
         }
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """What one consistent reading of the read models reflects."""
+
+    position: int                   # the last log position folded into them
+    latest_recorded_at: str | None  # that event's recorded_at (UTC stamp); None if no event
+
+    def settled(self, at: Moment) -> bool:
+        """An answer about ``at`` read from this snapshot can never change."""
+        return settled(at, self.latest_recorded_at)
+
+
 def when(as_of: str | None = None, known_at: str | None = None,
          names: tuple[str, str] = ("--as-of", "--known-at")) -> Moment:
     """The moment a question is asked about; ``names`` are the adapter's words for the two
@@ -125,6 +138,7 @@ class LedgerService:
     def __init__(self, location: Location) -> None:
         self.location = location
         self._ledger: Ledger | None = None
+        self._pinned = threading.local()  # the connection of this thread's snapshot, if any
 
     # -- the event store ------------------------------------------------------------------
 
@@ -286,11 +300,36 @@ class LedgerService:
 
     @contextmanager
     def read_models(self) -> Iterator[sqlite3.Connection]:
-        """The read models, caught up with the log first, so every answer is current."""
+        """The read models, caught up with the log first, so every answer is current (or, in
+        a ``snapshot``, the snapshot's reading of them)."""
+        pinned = getattr(self._pinned, "db", None)
+        if pinned is not None:
+            with answering():
+                yield pinned
+            return
         if not self.read_models_current():
             self.refresh_read_models()
         with closing(connect(self.location.read_models_path())) as db, answering():
             yield db
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Snapshot]:
+        """One reading of the read models, caught up with the log first, for several
+        questions: every question asked inside it, in this thread, reads the same log
+        position, which the snapshot names (the HTTP API's ETag). It holds SQLite's shared
+        lock on the read-model file until it ends, so a catch-up commits after it: keep it
+        to the questions."""
+        with self.read_models() as db:
+            db.execute("BEGIN")
+            try:
+                position = applied_position(db)
+                latest = db.execute("SELECT recorded_at FROM events WHERE position = ?",
+                                    [position]).fetchone()
+                self._pinned.db = db
+                yield Snapshot(position, latest[0] if latest else None)
+            finally:
+                self._pinned.db = None
+                db.execute("COMMIT")
 
     # -- questions -------------------------------------------------------------------------
 

@@ -27,6 +27,22 @@ def sqlite_head(path: Path | str) -> int | None:
     return row[0] or 0
 
 
+class SQLiteHead:
+    """The head of one SQLite ledger, read again and again on one read-only connection: a
+    server asks it for every read (ledger/http/answers.py), from its event loop only."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._connection: sqlite3.Connection | None = None
+
+    def __call__(self) -> int:
+        if self._connection is None:
+            self._connection = sqlite3.connect(f"file:{self.path.resolve()}?mode=ro", uri=True,
+                                               check_same_thread=False)
+        row = self._connection.execute(f"SELECT MAX(rowid) FROM {EVENTS_TABLE}").fetchone()
+        return row[0] or 0
+
+
 def postgres_head(settings: dict[str, str]) -> int | None:
     """The last position of the PostgreSQL ledger with these POSTGRES_* settings; None if it
     cannot be read so (the caller then opens the ledger, which says why)."""
