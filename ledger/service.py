@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from ledger.errors import BadInput, Failure
 from ledger.store.config import Location
-from ledger.store.head import postgres_head, sqlite_head
+from ledger.store.head import postgres_head, postgres_states, sqlite_head, sqlite_states
 from projections.errors import QueryError
 from projections.moment import ALWAYS, BadMoment, Moment, moment, settled
 from projections.schema import SCHEMA_VERSION, applied_position, connect, schema_version
@@ -345,7 +345,7 @@ class LedgerService:
         from projections.audit import history
 
         with self.read_models() as db:
-            return history(db, at, election=election, station=station)
+            return history(db, at, self.stored_events, election=election, station=station)
 
     def tally(self, at: Moment, *, election: str | None = None, stage: str = "preliminary",
               reporter: str | None = None, scope: str | None = None) -> dict[str, Any]:
@@ -368,7 +368,7 @@ class LedgerService:
         from projections.audit import audit
 
         with self.read_models() as db:
-            return audit(db, at, election=election, station=station)
+            return audit(db, at, self.stored_events, election=election, station=station)
 
     def withheld(self, at: Moment, *, election: str | None = None) -> dict[str, Any]:
         from projections.audit import withheld
@@ -423,6 +423,13 @@ class LedgerService:
 
     def head(self) -> int:
         return self.ledger(must_exist=True).head()
+
+    def stored_events(self, positions: Sequence[int]) -> dict[int, bytes]:
+        """The log's stored payloads at ``positions`` (JSON with ``recorded_at``, ``event`` and
+        for a signed event ``signed``), read without loading the event store's library."""
+        if self.location.is_postgres:
+            return postgres_states(self.location.postgres_settings(), positions)
+        return sqlite_states(self.location.db, positions)
 
     def origin(self) -> str:
         from ledger.store.integrity import origin

@@ -18,11 +18,16 @@ TABLES: dict[str, dict] = {
     "applied": dict(
         columns={"name": str, "position": int}, pk="name",
     ),
+    # One row per logged event, to find events by election, station and time; the event
+    # itself (and, if signed, what was submitted) is read from the log (history), not kept
+    # a second time here. Only definitions keep their payload: every protocol is checked
+    # against its election's, and signatures against the reporters' keys.
     "events": dict(
         columns={"position": int, "event_id": str, "election": str, "type": str,
-                 "station": str, "occurred_at": str, "recorded_at": str, "payload": str,
-                 # Signed events: the signer, its key's fingerprint, the object as submitted.
-                 "signed_by": str, "signing_key": str, "submitted": str,
+                 "station": str, "occurred_at": str, "recorded_at": str,
+                 "payload": str,  # ElectionDefined and ReporterRegistered only
+                 # Signed events: the signer and its key's fingerprint.
+                 "signed_by": str, "signing_key": str,
                  # The UTC offset (seconds) occurred_at was written with, if not UTC.
                  "occurred_at_offset": int},
         pk="position",
@@ -117,9 +122,9 @@ TABLES: dict[str, dict] = {
 
 # Bumped whenever a table changes shape or what a row holds (3: control checks use the
 # station's register; 4: signed events, protocol lines, running tally totals; 5: a step's
-# per-choice figures as one array; 6: steps by ledger time): read models of another version
-# are rebuilt.
-SCHEMA_VERSION = 6
+# per-choice figures as one array; 6: steps by ledger time; 7: events keep no payload but
+# definitions', history reads the log): read models of another version are rebuilt.
+SCHEMA_VERSION = 7
 
 
 class EventRow(NamedTuple):
@@ -132,10 +137,9 @@ class EventRow(NamedTuple):
     station: str | None
     occurred_at: str
     recorded_at: str
-    payload: str
+    payload: str | None
     signed_by: str | None
     signing_key: str | None
-    submitted: str | None
     occurred_at_offset: int | None
 
 
