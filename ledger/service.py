@@ -24,7 +24,7 @@ from ledger.store.config import Location
 from ledger.store.head import postgres_head, postgres_states, sqlite_head, sqlite_states
 from projections.errors import QueryError
 from projections.moment import ALWAYS, BadMoment, Moment, moment, settled
-from projections.schema import SCHEMA_VERSION, applied_position, connect, schema_version
+from projections.schema import SCHEMA_VERSION, applied_position, connect, schema_version, torn
 
 if TYPE_CHECKING:
     from ledger.input.reader import Line, Problem
@@ -135,8 +135,11 @@ def read_model_file(path: Path) -> Iterator[None]:
 class LedgerService:
     """One ledger, for the life of a command or a server process."""
 
-    def __init__(self, location: Location) -> None:
+    def __init__(self, location: Location, *, unsynced_read_models: bool = False) -> None:
         self.location = location
+        # A server catches the read models up many times a second: without a sync per
+        # catch-up, safely (projections.schema.unsynced); settled by ``close``.
+        self.unsynced_read_models = unsynced_read_models
         self._ledger: Ledger | None = None
         self._pinned = threading.local()  # the connection of this thread's snapshot, if any
 
@@ -149,6 +152,11 @@ class LedgerService:
         return self._ledger
 
     def close(self) -> None:
+        if self.unsynced_read_models and self.location.read_models_path().exists():
+            from projections.schema import settle
+
+            with read_model_file(self.location.read_models_path()):
+                settle(self.location.read_models_path())
         if self._ledger is not None:
             self._ledger.close()
             self._ledger = None
@@ -259,19 +267,22 @@ class LedgerService:
     def refresh_read_models(self) -> int:
         """Fold what the log holds beyond the read models into them; return how many events."""
         from projections.apply import catch_up, rebuild
-        from projections.schema import open_read_models
+        from projections.schema import open_read_models, unsynced
 
         path = self.location.read_models_path()
         ledger = self.ledger(must_exist=True)
         with read_model_file(path):
             db = open_read_models(path)
             try:
-                if applied_position(db) > 0 and schema_version(db) == SCHEMA_VERSION:
+                if (applied_position(db) > 0 and schema_version(db) == SCHEMA_VERSION
+                        and not torn(db)):
+                    if self.unsynced_read_models:
+                        unsynced(db)
                     return catch_up(db, ledger)
             finally:
                 db.conn.close()
             # A first load is a rebuild (bulk-loaded, then indexed, instead of row by indexed
-            # row); so is a model of an older shape.
+            # row); so is a model of an older shape, or one a machine crash may have torn.
             return rebuild(path, ledger)
 
     def read_models_current(self) -> bool:
@@ -294,7 +305,7 @@ class LedgerService:
         with closing(connect(path)) as db:
             try:
                 return (head is not None and applied_position(db) == head
-                        and schema_version(db) == SCHEMA_VERSION)
+                        and schema_version(db) == SCHEMA_VERSION and not torn(db))
             except sqlite3.Error:
                 return False
 

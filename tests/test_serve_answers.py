@@ -8,6 +8,7 @@ is worked out from the log's own recorded_at stamps, read back over /v1/log.
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -148,3 +149,37 @@ def test_only_an_answer_that_can_never_change_is_sent_as_immutable(
     # A moment after everything recorded so far is not settled, though nothing is hidden.
     now = datetime.now(UTC).isoformat()
     assert server.get(f"{TALLY}?known_at={q(now)}").headers["cache-control"] == LATEST
+
+
+def test_a_servers_unsynced_read_models_are_settled_at_stop_and_rebuilt_after_a_machine_crash(
+        keyed: LedgerUnderTest) -> None:
+    from projections.schema import BOOT_ID
+
+    if not BOOT_ID.exists():
+        pytest.skip("this OS does not say which boot this is: the server's commits stay synced")
+    boot = BOOT_ID.read_text().strip()
+    read_models = keyed.directory / "read-models.db"  # LEDGER_READ_MODELS (conftest)
+
+    def markers() -> list[str]:
+        with sqlite3.connect(read_models) as db:
+            return [n for (n,) in db.execute("SELECT name FROM applied WHERE name LIKE 'unsynced%'")]
+
+    server = Server(keyed.db, keyed.directory).start()
+    try:
+        assert server.post(signed(*NIGHT)).status == 200
+        assert server.get(TALLY).json()["votes"] == {"a": 1110, "b": 790, "c": 350, "d": 170}
+        # Caught up without a sync per commit, once a synced commit marked this boot.
+        assert markers() == [f"unsynced {boot}"]
+    finally:
+        assert server.stop() == 0, server.log()
+    assert markers() == []  # a clean stop synced the file and removed the marker
+    expected = keyed.query("tally")
+
+    # As if the machine had crashed while the file took unsynced commits: its marker names
+    # another boot, and its rows may be torn (here: the protocols lost). The next question
+    # rebuilds it from the log.
+    with sqlite3.connect(read_models) as db:
+        db.execute("INSERT INTO applied (name, position) VALUES ('unsynced another-boot', 0)")
+        db.execute("DELETE FROM protocols")
+    assert keyed.query("tally") == expected
+    assert markers() == []

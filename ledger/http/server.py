@@ -25,7 +25,7 @@ def serve(location: Location, *, host: str, port: int, key_file: str | None = No
     # Bound here, before uvicorn starts: a port in use is then one line and exit 1, not
     # uvicorn's log and its own exit code.
     listening = listen(host, port)
-    service = LedgerService(location)
+    service = LedgerService(location, unsynced_read_models=True)
     app = create_app(service, key=key, body_seconds=body_seconds or BODY_SECONDS, capacity=queue)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
                             lifespan="on", timeout_graceful_shutdown=10,
