@@ -14,13 +14,12 @@ which head it reflects (``ETag``), a client that already holds it gets ``304``, 
 - a question with a bound named ``now`` names another moment a second later: it is answered
   afresh each time, with no ETag.
 
-Writes come first, in two ways. One answer is computed at a time (``COMPUTATIONS``): all who
-ask one question at one head wait for one computation of it, and one that waited its turn
-while another computed it at a later head takes that answer; so a crowd of readers arriving
-after a commit cannot take the interpreter from the group-commit writer. And a read that
-arrives while a write request is being handled (its body received, its answer not yet sent)
-waits until those writes are answered: on one event loop, a reporter's request would
-otherwise wait behind every reader's at each of its steps.
+Writes come first: one answer is computed at a time (``COMPUTATIONS``), all who ask one
+question at one head wait for one computation of it, and one that waited its turn while
+another computed it at a later head takes that answer; so a crowd of readers arriving after
+a commit cannot take the interpreter from the group-commit writer. (Holding every read while
+a write request was being handled was tried too: it cost the readers half their rate and did
+not clearly help the writers; docs/performance.md.)
 """
 
 from __future__ import annotations
@@ -35,7 +34,7 @@ import msgspec
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ledger.service import LedgerService, Moment
 from ledger.store.head import SQLiteHead
@@ -46,7 +45,6 @@ COMPUTATIONS = 1           # answers computed at once; the rest wait their turn
 MAX_ANSWERS = 2_048        # questions kept (least recently asked dropped first)
 MAX_BYTES = 128 << 20      # of answers kept in all; a larger single answer is not kept
 READS = "/v1/elections"    # the paths answered from memory start so
-WRITES = "/v1/events"
 
 Question = tuple[str, bytes]  # the path and the query string, as sent
 Ask = Callable[[LedgerService], Any]
@@ -92,7 +90,6 @@ class Answers:
         self._pending: dict[tuple[Question, int], asyncio.Future[Kept]] = {}
         self._computing = asyncio.Semaphore(computations)
         self._sqlite_head = None if service.location.is_postgres else SQLiteHead(service.location.db)
-        self.writes: set[asyncio.Future[None]] = set()  # write requests being handled
 
     async def head(self) -> int:
         if self._sqlite_head is None:  # PostgreSQL: a round trip, not on the event loop
@@ -171,41 +168,16 @@ class Answers:
 
 class FromMemory:
     """ASGI middleware: a GET of a read endpoint whose answer is kept for the current head is
-    answered here, before routing; a read waits for the write requests being handled when it
-    arrives; everything else goes on to the app."""
+    answered here, before routing; everything else goes on to the app."""
 
     def __init__(self, app: ASGIApp, answers: Answers) -> None:
         self.app, self.answers = app, answers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-        elif scope["method"] == "POST" and scope["path"] == WRITES:
-            await self._write(scope, receive, send)
-        elif scope["method"] == "GET" and scope["path"].startswith(READS):
-            if self.answers.writes:
-                await asyncio.wait(list(self.answers.writes))
-            if not await self._from_memory(scope, send):
-                await self.app(scope, receive, send)
-        else:
-            await self.app(scope, receive, send)
-
-    async def _write(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """A write request counts from its whole body's arrival (a slow client holds up no
-        reader) to its answer."""
-        handled: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-        async def received() -> Message:
-            message = await receive()
-            if message["type"] == "http.request" and not message.get("more_body", False):
-                self.answers.writes.add(handled)
-            return message
-
-        try:
-            await self.app(scope, received, send)
-        finally:
-            self.answers.writes.discard(handled)
-            handled.set_result(None)
+        if (scope["type"] == "http" and scope["method"] == "GET" and scope["path"].startswith(READS)
+                and await self._from_memory(scope, send)):
+            return
+        await self.app(scope, receive, send)
 
     async def _from_memory(self, scope: Scope, send: Send) -> bool:
         kept = self.answers.kept((scope["path"], scope["query_string"]), await self.answers.head())
