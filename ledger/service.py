@@ -28,10 +28,12 @@ from projections.schema import SCHEMA_VERSION, applied_position, connect, schema
 
 if TYPE_CHECKING:
     from ledger.input.reader import Line, Problem
-    from ledger.input.station_table import TableMap
+    from ledger.input.station_table import StationTable, TableMap
     from ledger.store.application import Ledger
     from ledger.store.batch import Outcome
     from ledger.store.integrity import Verified
+    from ledger.store.replica import Mirrored
+    from ledger.store.session import Held
     from ledger.trust.checkpoint import Checkpoint
     from projections.tally import Election
 
@@ -197,12 +199,13 @@ class LedgerService:
             first_position=appended.first_position,
             last_position=appended.last_position,
             flagged=list(outcome.flagged),
-            rejected=outcome.rejected_count if skip_invalid else 0,
+            # Lines of the input refused (a table's row may stand for two events).
+            rejected=len({line.number for line, _ in outcome.rejected_lines}) if skip_invalid else 0,
             outcome=outcome,
             read_models_updated=caught_up,
         )
 
-    def station_table(self, path: Path, table_map: TableMap) -> Iterator[Line]:
+    def station_table(self, path: Path, table_map: TableMap) -> StationTable:
         """The lines of a station-level table, once its map is checked against the
         election it reports on. Stations the ledger already knows are not registered again:
         they are read at once here, outside the import's write transaction (a lookup per row
@@ -227,8 +230,9 @@ class LedgerService:
         say why a request already refused for its content is refused (signatures come
         first): what is appended is always checked inside the write transaction."""
         from ledger.domain.events import decoder
+        from ledger.domain.keyring import Keyring
         from ledger.input.reader import Problem
-        from ledger.trust.signatures import Keyring, SignatureRefused, authenticate
+        from ledger.trust.signatures import SignatureRefused, authenticate
 
         elections: dict[str, Any] = {}
         keyring = Keyring()
@@ -243,10 +247,11 @@ class LedgerService:
                         "SELECT payload FROM events WHERE election = ? AND type = "
                         "'ElectionDefined' ORDER BY position LIMIT 1", [event.election]).fetchone()
                     elections[event.election] = decoder.decode(row[0]) if row else None
-                    for (payload,) in db.execute(
-                            "SELECT payload FROM events WHERE election = ? AND type = "
-                            "'ReporterRegistered' ORDER BY position", [event.election]):
-                        keyring.add(decoder.decode(payload))
+                    keyring.load_election(event.election, [
+                        decoder.decode(payload) for (payload,) in db.execute(
+                            "SELECT payload FROM events WHERE election = ? AND type IN "
+                            "('ReporterRegistered', 'ReporterKeyRevoked') ORDER BY position",
+                            [event.election])])
                 try:
                     authenticate(event, line.text, elections[event.election], keyring)
                 except SignatureRefused as refused:
@@ -374,6 +379,26 @@ class LedgerService:
             return seats(db, load_election(db, election), at, stage=stage, reporter=reporter,
                          scope=scope)
 
+    def forensics(self, at: Moment, *, election: str | None = None,
+                  stage: str = "preliminary", reporter: str | None = None,
+                  scope: str | None = None, choice: str | None = None) -> dict[str, Any]:
+        from projections.forensics import forensics
+        from projections.tally import load_election
+
+        with self.read_models() as db:
+            return forensics(db, load_election(db, election), at, stage=stage,
+                             reporter=reporter, scope=scope, choice=choice)
+
+    def estimate(self, at: Moment, *, election: str | None = None,
+                 stage: str = "preliminary", reporter: str | None = None,
+                 scope: str | None = None, confidence: float = 0.95) -> dict[str, Any]:
+        from projections.estimate import estimate
+        from projections.tally import load_election
+
+        with self.read_models() as db:
+            return estimate(db, load_election(db, election), at, stage=stage,
+                            reporter=reporter, scope=scope, confidence=confidence)
+
     def audit(self, at: Moment, *, election: str | None = None,
               station: str | None = None) -> dict[str, Any]:
         from projections.audit import audit
@@ -393,12 +418,25 @@ class LedgerService:
         with self.read_models() as db:
             return appeals(db, at, election=election)
 
-    def require(self, election: str, station: str | None = None) -> None:
-        """``NotFound`` unless the ledger defines this election (and this station in it)."""
-        from projections.tally import unknown
+    def reporters(self, at: Moment, *, election: str | None = None) -> dict[str, Any]:
+        """Every reporter of the election with what it reported, and the span of its events
+        and of its protocols on both time axes."""
+        from projections.reporters import reporters
+        from projections.tally import load_election
+
+        with self.read_models() as db:
+            return reporters(db, load_election(db, election), at)
+
+    def require(self, election: str, station: str | None = None,
+                reporter: str | None = None) -> None:
+        """``NotFound`` unless the ledger defines this election (and this station in it, and
+        knows this reporter in it)."""
+        from projections.tally import unknown, unknown_reporter
 
         with self.read_models() as db:
             missing = unknown(db, election, station)
+            if missing is None and reporter is not None:
+                missing = unknown_reporter(db, election, reporter)
         if missing:
             raise NotFound(missing)
 
@@ -425,12 +463,17 @@ class LedgerService:
 
     # -- the log itself --------------------------------------------------------------------
 
-    def log(self, after: int = 0, limit: int = 1_000) -> list[tuple[int, bytes]]:
-        """Up to ``limit`` recorded entries after position ``after``: (position, the stored
-        payload as recorded, JSON with ``recorded_at`` and ``event``)."""
-        rows = self.ledger(must_exist=True).recorder.select_payloads(after, limit)
-        return [(position, state.encode() if isinstance(state, str) else bytes(state))
-                for position, state in rows]
+    def log(self, after: int = 0, limit: int = 1_000) -> bytes:
+        """Up to ``limit`` recorded entries after position ``after``, as JSON Lines in the
+        served form (``ledger.trust.logrow``): each line carries what its Merkle leaf hashes."""
+        from ledger.trust.logrow import render
+
+        rows = self.ledger(must_exist=True).recorder.select_entries(after, limit)
+        return b"".join(render(*row) for row in rows)
+
+    def held(self) -> Held | None:
+        """The latest checkpoint this ledger accepted as a replica; None if it is none."""
+        return self.ledger(must_exist=True).recorder.integrity_index().held()
 
     def head(self) -> int:
         return self.ledger(must_exist=True).head()
@@ -466,6 +509,38 @@ class LedgerService:
             tree.record_checkpoint(note.size, note.root, utc_now().isoformat(), note.text())
         return note
 
+    def published_checkpoint(self, key: Any = None, name: str | None = None) -> str:
+        """The note ``GET /v1/checkpoint`` answers: a replica's is its source's, verbatim (with
+        every signature it came with), so that replicas can be mirrored in turn."""
+        held = self.held()
+        return held.note if held is not None else self.checkpoint(key, name).text()
+
+    # -- replicas ---------------------------------------------------------------------------
+
+    def mirror(self, url: str, public_key: Any, policy: Any = None, *,
+               tick: Callable[[int, int], None] | None = None, catch_up: bool = True) -> Mirrored:
+        """Mirror the checkpoint the ledger at ``url`` serves into this one, all or nothing
+        (``ledger.store.replica``), then bring the read models up to date."""
+        from ledger.remote.client import Remote
+        from ledger.store.replica import mirror
+
+        mirrored = mirror(self.ledger(), Remote(url), _acceptor(url, public_key, policy), tick)
+        if catch_up and mirrored.added:
+            self.refresh_read_models()
+        return mirrored
+
+    def follow(self, url: str, public_key: Any, policy: Any = None, *,
+               report: Callable[[Mirrored], None],
+               unreachable: Callable[[str, float], None] | None = None,
+               tick: Callable[[int, int], None] | None = None,
+               stop: Callable[[], bool] = lambda: False) -> None:
+        """Mirror each checkpoint the source announces on its feed (``replica.follow``)."""
+        from ledger.remote.client import Remote, Unreachable
+        from ledger.store.replica import follow
+
+        follow(self.ledger(), Remote(url), _acceptor(url, public_key, policy), report,
+               transient=Unreachable, stop=stop, tick=tick, unreachable=unreachable)
+
     def verify(self, anchor: Checkpoint | None = None) -> Verified:
         """Recompute every hash; raises ``IntegrityFailure`` naming what does not match."""
         from ledger.store.integrity import verify
@@ -483,6 +558,24 @@ class LedgerService:
         except LookupError as error:
             raise BadInput(str(error).strip('"')) from None
 
+    def consistency(self, old_size: int, new_size: int) -> list[bytes]:
+        """The RFC 9162 consistency proof from the log at ``old_size`` to ``new_size``;
+        ``BadInput`` unless 0 < old_size <= new_size <= the log's size."""
+        from ledger.trust import merkle
+
+        tree = self.ledger(must_exist=True).recorder.integrity_index()
+        size = tree.size()
+        if not 0 < old_size <= new_size <= size:
+            raise BadInput(f"sizes {old_size} and {new_size}: a consistency proof needs "
+                           f"0 < from <= to <= {size} (the log's size)")
+        return merkle.consistency_proof(old_size, new_size, tree.read_node)
+
+    def record_checkpoint(self, checkpoint: Checkpoint, note: str) -> None:
+        """Keep a checkpoint as published, with every signature and cosignature it carries."""
+        from ledger.store.session import utc_now
+
+        tree = self.ledger(must_exist=True).recorder.integrity_index()
+        tree.record_checkpoint(checkpoint.size, checkpoint.root, utc_now().isoformat(), note)
 
     def check_receipt(self, receipt: dict[str, Any], public_key: Any,
                       anchor: Checkpoint | None = None) -> list[dict[str, Any]]:
@@ -495,6 +588,36 @@ class LedgerService:
         recorder = self.ledger(must_exist=True).recorder
         check_receipt_against_log(receipt, events, recorder, recorder.integrity_index(), anchor)
         return events
+
+
+def check_receipt_served(url: str, receipt: dict[str, Any], public_key: Any,
+                         anchor: Checkpoint | None = None, policy: Any = None
+                         ) -> tuple[list[dict[str, Any]], Checkpoint]:
+    """``check_receipt`` against the ledger served at ``url`` (its HTTP API), without its
+    database: the receipt's events, and the signed checkpoint they were found under (the
+    server's own, accepted under ``policy``, when no ``anchor`` is given)."""
+    from ledger.remote.client import Remote
+    from ledger.remote.receipts import check_receipt_served as check
+    from ledger.trust.receipt import check_signature
+
+    events = check_signature(receipt, public_key)
+    return events, check(Remote(url), receipt, events, public_key, anchor, policy)
+
+
+def _acceptor(url: str, public_key: Any, policy: Any) -> Callable[[str], Checkpoint]:
+    """The mirror's test of a served checkpoint: ``verify``'s (the log's signature, a witness
+    quorum); one that fails it is the source's failure (exit 1), not the user's."""
+    from ledger.store.replica import MirrorFailed
+    from ledger.trust.accept import accept_checkpoint
+    from ledger.trust.checkpoint import BadCheckpoint
+
+    def accept(note: str) -> Checkpoint:
+        try:
+            return accept_checkpoint(note, public_key, policy)
+        except BadCheckpoint as error:
+            raise MirrorFailed(f"{url}/v1/checkpoint: {error}; nothing stored") from None
+
+    return accept
 
 
 def open_event_store(location: Location, *, must_exist: bool = False) -> Ledger:

@@ -25,14 +25,15 @@ from ledger.domain.events import (
     ElectionDefined,
     ProtocolIssued,
     ProtocolWithheld,
+    ReporterKeyRevoked,
     ReporterRegistered,
     ResultAnnounced,
     StationRegistered,
     decoder,
     station_of,
 )
+from ledger.domain.keyring import fingerprint
 from ledger.domain.relations import protocol_failures
-from ledger.trust.signatures import fingerprint
 from projections import steps as tally_steps
 from projections.moment import stamp
 from projections.schema import (
@@ -190,7 +191,7 @@ def _apply_page(connection: Any, page: list[Logged], running: bool = True) -> in
 
 _json = msgspec.json.Encoder(order="sorted")
 # The events whose payload the read models keep (schema.py, ``events``).
-DEFINITIONS = (ElectionDefined, ReporterRegistered)
+DEFINITIONS = (ElectionDefined, ReporterRegistered, ReporterKeyRevoked)
 
 
 def _dump(value: Any) -> str | None:
@@ -273,6 +274,11 @@ def _rows_of(position: int, entry: Any, rows: dict[str, list[tuple]], stamps: _S
         rows["reporters"].append(
             (position, event.election, event.reporter, event.name, event.public_key,
              fingerprint(base64.b64decode(event.public_key)), occurred, recorded)
+        )
+    elif isinstance(event, ReporterKeyRevoked):
+        rows["revocations"].append(
+            (position, event.election, event.reporter, event.public_key,
+             fingerprint(base64.b64decode(event.public_key)), event.reason, occurred, recorded)
         )
     elif isinstance(event, AppealDecided):
         rows["decisions"].append(

@@ -27,7 +27,8 @@ SIGNED_BY = "(SELECT signed_by FROM events s WHERE s.position = {table}.position
 
 
 def signers(db: Any, election: Election, moment: Moment) -> list[dict[str, Any]]:
-    """Per reporter: its registered keys, and how many of its visible protocols are signed."""
+    """Per reporter: its keys valid at the moment and those revoked, and how many of its
+    visible protocols are signed."""
     keys: dict[str, list[str]] = {}
     names: dict[str, str] = {}
     for reporter, name, key in db.execute(
@@ -35,8 +36,16 @@ def signers(db: Any, election: Election, moment: Moment) -> list[dict[str, Any]]
         f"WHERE election = :election AND {visible()} ORDER BY position",
         _params(election, moment),
     ):
-        keys.setdefault(reporter, []).append(key)
-        names[reporter] = name
+        if key not in keys.setdefault(reporter, []):
+            keys[reporter].append(key)
+        names.setdefault(reporter, name)
+    revoked: dict[str, list[str]] = {}
+    for reporter, key in db.execute(
+        "SELECT reporter, fingerprint FROM revocations "
+        f"WHERE election = :election AND {visible()} ORDER BY position",
+        _params(election, moment),
+    ):
+        revoked.setdefault(reporter, []).append(key)
     counts = {reporter: (total, signed) for reporter, total, signed in db.execute(
         "SELECT p.reported_by, COUNT(*), COUNT(e.signed_by) FROM protocols p "
         "JOIN events e ON e.position = p.position "
@@ -44,10 +53,46 @@ def signers(db: Any, election: Election, moment: Moment) -> list[dict[str, Any]]
         _params(election, moment),
     )}
     return [
-        {"reporter": reporter, "name": names.get(reporter), "keys": keys.get(reporter, []),
+        {"reporter": reporter, "name": names.get(reporter),
+         "keys": [k for k in keys.get(reporter, []) if k not in revoked.get(reporter, [])],
+         "revoked_keys": revoked.get(reporter, []),
          "protocols": counts.get(reporter, (0, 0))[0],
          "signed_protocols": counts.get(reporter, (0, 0))[1]}
         for reporter in sorted(keys.keys() | counts.keys())
+    ]
+
+
+OPERATOR = "operator"
+
+
+def key_acts(db: Any, election: Election, moment: Moment) -> list[dict[str, Any]]:
+    """Every key given to or taken from a reporter, in log order, and whose act it was.
+
+    A first key, a key after all of a reporter's keys were revoked, and every revocation are
+    the operator's acts, unsigned; a key added to a reporter holding one is the reporter's
+    own, signed by one of its keys. So the operator can give itself a voice in a reporter's
+    name only by revoking that reporter's keys first, here in the open.
+    """
+    rows = db.execute(
+        f"""
+        SELECT r.position, r.occurred_at, r.recorded_at, r.reporter, r.fingerprint,
+               'registered' AS act, NULL AS reason, e.signed_by, e.signing_key
+        FROM reporters r JOIN events e ON e.position = r.position
+        WHERE r.election = :election AND {visible('r')}
+        UNION ALL
+        SELECT v.position, v.occurred_at, v.recorded_at, v.reporter, v.fingerprint,
+               'revoked', v.reason, NULL, NULL
+        FROM revocations v
+        WHERE v.election = :election AND {visible('v')}
+        ORDER BY 1
+        """,
+        _params(election, moment),
+    )
+    return [
+        {"position": r[0], "occurred_at": r[1], "recorded_at": r[2], "reporter": r[3],
+         "key": r[4], "act": "rotated" if r[7] else r[5],
+         "acted_by": r[7] or OPERATOR, "signing_key": r[8], "reason": r[6]}
+        for r in rows
     ]
 
 
@@ -138,6 +183,7 @@ def audit(
             for e in history(db, moment, stored, election=chosen.id, station=station)
         ]
     result["signers"] = signers(db, chosen, moment)
+    result["key_acts"] = key_acts(db, chosen, moment)
     result["conflicts"] = conflicts(db, chosen, moment, station)
     result["control_failures"] = control_failures(db, chosen, moment, station)
     result["withheld"] = withheld_protocols(db, chosen, moment, station)
@@ -261,9 +307,11 @@ def withheld(db: Any, moment: Moment, *, election: str | None = None) -> dict[st
             "withheld": refusals}
 
 
-def _choice_of(election: Election, requester: str) -> str | None:
+def choice_of(election: Election, reporter: str) -> str | None:
+    """The ballot choice a reporter stands for: the choice whose id or party is its id (a
+    party's own count, a party's refused copies), else none (an observer group)."""
     for choice, _, party in election.choices:
-        if requester in (choice, party):
+        if reporter in (choice, party):
             return choice
     return None
 
@@ -278,7 +326,7 @@ def _compare(db: Any, election: Election, moment: Moment, requester: str) -> dic
         )
     }
     copied = {s for s, by in effective.items() if requester in by} - refused
-    choice = _choice_of(election, requester)
+    choice = choice_of(election, requester)
 
     def share(stations: set[str], reporter: str) -> tuple[int, float | None]:
         counted = [effective[s][reporter] for s in stations if reporter in effective.get(s, {})]
@@ -379,4 +427,7 @@ def _summary(event: dict[str, Any]) -> str:
         return f"region {event['region']}, {event['registered_voters']} registered voters"
     if kind == "ReporterRegistered":
         return f"key of {event['reporter']} ({event['name']}): {event['public_key']}"
+    if kind == "ReporterKeyRevoked":
+        return (f"key of {event['reporter']} revoked: {event['public_key']}"
+                + (f" ({event['reason']})" if event.get("reason") else ""))
     return kind

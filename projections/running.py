@@ -21,6 +21,7 @@ from operator import add
 from typing import Any
 
 from projections.codec import vote_maps
+from projections.moment import visible
 from projections.steps import (
     KNOWN_LEVELS,
     LEVELS,
@@ -87,6 +88,20 @@ def complex_stations() -> str:
     """SQL: the stations of ``:election`` whose ``:reporter`` protocols are complex."""
     return ("SELECT station FROM tally_complex WHERE election = :election "
             "AND reporter = :reporter")
+
+
+def simple_effective() -> str:
+    """SQL ``WITH`` clause ending in ``effective``, as ``effective.effective_protocols``
+    writes it, but for the simple stations only: a simple (station, reporter) has one
+    protocol that nothing supersedes (projections/steps.py), so that protocol, once visible,
+    is the effective one. Reading it needs an index range, not a window over the night."""
+    return f"""
+WITH effective AS (
+    SELECT position, station, reported_by, occurred_at, supersedes, event_id
+    FROM protocols
+    WHERE election = :election AND reported_by = :reporter AND {visible()}
+      AND station NOT IN ({complex_stations()})
+)"""
 
 
 def _present(db: Any, layouts: Layouts, election: str, reporter: str, scope: str,

@@ -25,7 +25,7 @@ TABLES: dict[str, dict] = {
     "events": dict(
         columns={"position": int, "event_id": str, "election": str, "type": str,
                  "station": str, "occurred_at": str, "recorded_at": str,
-                 "payload": str,  # ElectionDefined and ReporterRegistered only
+                 "payload": str,  # ElectionDefined, ReporterRegistered, ReporterKeyRevoked only
                  # Signed events: the signer and its key's fingerprint.
                  "signed_by": str, "signing_key": str,
                  # The UTC offset (seconds) occurred_at was written with, if not UTC.
@@ -36,6 +36,13 @@ TABLES: dict[str, dict] = {
     "reporters": dict(
         columns={"position": int, "election": str, "reporter": str, "name": str,
                  "public_key": str, "fingerprint": str, "occurred_at": str, "recorded_at": str},
+        pk="position",
+        indexes=[["election", "reporter"]],
+    ),
+    # Keys taken away (ReporterKeyRevoked); who added each key is the events row's signer.
+    "revocations": dict(
+        columns={"position": int, "election": str, "reporter": str, "public_key": str,
+                 "fingerprint": str, "reason": str, "occurred_at": str, "recorded_at": str},
         pk="position",
         indexes=[["election", "reporter"]],
     ),
@@ -122,9 +129,10 @@ TABLES: dict[str, dict] = {
 
 # Bumped whenever a table changes shape or what a row holds (3: control checks use the
 # station's register; 4: signed events, protocol lines, running tally totals; 5: a step's
-# per-choice figures as one array; 6: steps by ledger time; 7: events keep no payload but
-# definitions', history reads the log): read models of another version are rebuilt.
-SCHEMA_VERSION = 7
+# per-choice figures as one array; 6: steps by ledger time; 7: key revocations; 8: events
+# keep no payload but definitions', history reads the log): read models of another version
+# are rebuilt.
+SCHEMA_VERSION = 8
 
 
 class EventRow(NamedTuple):

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 from projections import running
@@ -60,6 +62,28 @@ def unknown(db: Any, election: str, station: str | None = None) -> str | None:
     return None
 
 
+def unknown_reporter(db: Any, election: str, reporter: str) -> str | None:
+    """Why ``reporter`` names nobody in ``election``, if it does not: a reporter is known
+    once any event of the election names it (its key, a protocol, a withheld request, an
+    appeal, an announcement) or it is the election's authority."""
+    if db.execute(
+        "SELECT 1 FROM elections WHERE election = :e AND authority = :r "
+        "UNION ALL SELECT 1 FROM reporters WHERE election = :e AND reporter = :r "
+        "UNION ALL SELECT 1 FROM protocols WHERE election = :e AND reported_by = :r "
+        "UNION ALL SELECT 1 FROM withheld WHERE election = :e AND requested_by = :r "
+        "UNION ALL SELECT 1 FROM appeals WHERE election = :e AND filed_by = :r "
+        "UNION ALL SELECT 1 FROM announcements WHERE election = :e AND authority = :r LIMIT 1",
+        {"e": election, "r": reporter},
+    ).fetchone():
+        return None
+    return f"unknown reporter {reporter!r} in {election!r}"
+
+
+def require_reporter(db: Any, election: str, reporter: str) -> None:
+    if (missing := unknown_reporter(db, election, reporter)) is not None:
+        raise QueryError(f"--reporter: {missing}")
+
+
 def load_election(db: Any, election: str | None) -> Election:
     """The election asked for, or the only one the ledger holds."""
     if election is None:
@@ -86,11 +110,13 @@ def load_election(db: Any, election: str | None) -> Election:
     return Election(*row, choices=choices)
 
 
-def counted_protocols(among: str | None = None) -> str:
+def counted_protocols(among: str | None = None, *, simple: bool = False) -> str:
     """The effective protocols of one reporter (:reporter) that count: those of stations
     visible at the moment and in :scope, less the stations in :excluded (a JSON list); with
-    ``among``, only the stations that SQL subquery returns."""
-    return effective_protocols(among=among) + f""",
+    ``among``, only the stations that SQL subquery returns; with ``simple``, only the simple
+    stations, whose one protocol is their effective one (projections/steps.py)."""
+    effective = running.simple_effective() if simple else effective_protocols(among=among)
+    return effective + f""",
 in_scope AS (
     SELECT effective.position, effective.station, effective.occurred_at, effective.supersedes,
            stations.registered_voters
@@ -125,15 +151,25 @@ class Exclusions:
 NO_EXCLUSIONS = Exclusions({}, {}, {})
 
 
-def tally(
-    db: Any,
-    election: Election,
-    moment: Moment,
-    *,
-    stage: str = "preliminary",
-    reporter: str | None = None,
-    scope: str | None = None,
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Counting:
+    """What a tally counts: one reporter's effective protocols as of a moment, in a scope,
+    less the stations a final tally leaves out. ``params`` are what ``COUNTED`` binds."""
+
+    election: Election
+    stage: str
+    reporter: str
+    scope: str | None
+    params: dict[str, Any]
+    exclusions: Exclusions
+
+
+def counting_at(db: Any, election: Election, moment: Moment, *, stage: str = "preliminary",
+                reporter: str | None = None, scope: str | None = None) -> Counting:
+    """The protocols a tally with these options counts; ``QueryError`` for a scope that
+    names no station, or a reporter that no event of the election names."""
+    if reporter is not None and reporter != election.authority:
+        require_reporter(db, election.id, reporter)
     reporter = reporter or election.authority
     params: dict[str, Any] = {
         "election": election.id, **moment.bounds(), "reporter": reporter, "scope": scope,
@@ -148,11 +184,62 @@ def tally(
     if stage == "final":
         exclusions = final_exclusions(db, election, moment, params)
         params["excluded"] = json.dumps(sorted(exclusions.stations))
+    return Counting(election, stage, reporter, scope, params, exclusions)
 
+
+# One counted station: its id, the station's registered voters, its effective protocol's
+# registered voters (either may be unknown), ballots cast, invalid, valid (the votes' sum)
+# and the votes (JSON).
+CountedStation = tuple[str, int | None, int | None, int, int, int, str]
+
+_COUNTED_COLUMNS = ("SELECT counted.station, counted.registered_voters, p.registered_voters, "
+                    "p.ballots_cast, p.invalid, p.valid, p.votes "
+                    "FROM counted JOIN protocols p USING (position)")
+
+
+# The stations registered as of the moment in :scope (what ``stations_total`` counts).
+STATIONS_IN_SCOPE = (f"FROM stations WHERE election = :election AND {visible()} "
+                     "AND (:scope IS NULL OR region = :scope OR district = :scope)")
+
+
+def registered_stations(db: Any, counting: Counting) -> Iterator[tuple[str, str, int | None]]:
+    """Every station registered as of the moment in the tally's scope, reported or not:
+    (station, region, registered voters)."""
+    return db.execute("SELECT station, region, registered_voters " + STATIONS_IN_SCOPE,
+                      counting.params)
+
+
+def counted_stations(db: Any, counting: Counting) -> Iterator[CountedStation]:
+    """Every station the tally counts, with the figures of its effective protocol: what the
+    forensics and the estimate look at station by station. The simple stations are read
+    straight from their one protocol (an index range, no window over the night), the
+    complex ones by the exact query."""
+    if not running.available(db):
+        return _counted_rows(db, counting)
+    simple = db.execute(counted_protocols(simple=True) + _COUNTED_COLUMNS, counting.params)
+    return chain(simple, _counted_rows(db, counting, among=running.complex_stations()))
+
+
+def _counted_rows(db: Any, counting: Counting, among: str | None = None
+                  ) -> Iterator[CountedStation]:
+    return db.execute(counted_protocols(among=among) + _COUNTED_COLUMNS, counting.params)
+
+
+def tally(
+    db: Any,
+    election: Election,
+    moment: Moment,
+    *,
+    stage: str = "preliminary",
+    reporter: str | None = None,
+    scope: str | None = None,
+) -> dict[str, Any]:
+    counting = counting_at(db, election, moment, stage=stage, reporter=reporter, scope=scope)
+    reporter, params, exclusions = counting.reporter, counting.params, counting.exclusions
     reporting = cast = invalid = registered = cast_where_registered = 0
     sums: dict[str, int] = {}
-    counted_sql = COUNTED
     stations_total: int | None = None
+    among = None
     if running.available(db):
         # The running totals answer for every simple station (less those a final tally
         # leaves out); the exact query only runs over the few whose protocols were
@@ -163,15 +250,11 @@ def tally(
         sums = {choice: count for choice, (count, naming) in steps.items() if naming}
         stations_total = running.stations_total(db, election.id, scope, params["as_of"],
                                                 params["known_at"])
-        counted_sql = counted_protocols(among=running.complex_stations())
+        among = running.complex_stations()
     # One pass over the counted protocols; summing their vote maps here is faster than
     # SQLite summing one row per (protocol, choice).
     votes_of = None
-    for ballots, spoilt, voters, votes_json in db.execute(
-        counted_sql + "SELECT p.ballots_cast, p.invalid, counted.registered_voters, p.votes "
-        "FROM counted JOIN protocols p USING (position)",
-        params,
-    ):
+    for _, voters, _, ballots, spoilt, _, votes_json in _counted_rows(db, counting, among):
         reporting += 1
         cast += ballots
         invalid += spoilt
@@ -182,13 +265,10 @@ def tally(
         for choice, count in votes_of(votes_json).items():
             sums[choice] = sums.get(choice, 0) + count
     order = [choice for choice, _, _ in election.choices]
-    votes = {choice: sums[choice] for choice in order if choice in sums}
+    # Every defined choice, 0 until a counted protocol gives it votes: one shape for clients.
+    votes = {choice: sums.get(choice, 0) for choice in order}
     if stations_total is None:
-        stations_total = db.execute(
-            f"SELECT COUNT(*) FROM stations WHERE election = :election AND {visible()} "
-            "AND (:scope IS NULL OR region = :scope OR district = :scope)",
-            params,
-        ).fetchone()[0]
+        stations_total = db.execute("SELECT COUNT(*) " + STATIONS_IN_SCOPE, params).fetchone()[0]
     valid = sum(votes.values())
     certified = _final_announcement(db, election, moment) is not None
     defined = _defined(db, election, moment)

@@ -29,8 +29,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import ELECTION, generate, median, timed
 
+from ledger.domain.events import ACTING_FIELD
+
 PREFIX = b"election-ledger/event/v1\n"
-ACTING = {"ProtocolIssued": "reported_by", "ProtocolWithheld": "requested_by"}
+ACTING = {cls.__struct_config__.tag: field for cls, field in ACTING_FIELD.items()}
 
 
 def signed_night(unsigned: Path, signed: Path) -> int:

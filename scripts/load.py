@@ -7,8 +7,15 @@ on a free loopback port, then for --seconds: 32 reporters each POST one signed p
 time (one per station, in turn) while one reader polls the tally. Prints accepted protocols
 per second, p50/p99 write latency and the tally's p50 latency.
 
+With --rate R the reporters together send R protocols a second (paced), instead of as many as
+the server takes. With --follow a replica follows the live night (`ledger mirror --follow`,
+a SQLite file beside the ledger, or --replica-db URL), and the lag of each checkpoint it
+mirrors is reported (seconds from the source recording the newest event to the replica
+committing it), then that the replica caught up with the source's last checkpoint.
+
     python scripts/load.py --stations 2000 --seconds 20
     python scripts/load.py --db 'postgresql://postgres@127.0.0.1:5432/test?schema=load1'
+    python scripts/load.py --stations 20000 --seconds 20 --rate 500 --follow
 """
 
 from __future__ import annotations
@@ -86,6 +93,12 @@ def main() -> int:
     parser.add_argument("--stations", type=int, default=2_000)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--db", help="a postgresql:// URL (default: SQLite in a temporary directory)")
+    parser.add_argument("--rate", type=float, default=0.0,
+                        help="protocols per second, all reporters together (default: unpaced)")
+    parser.add_argument("--follow", action="store_true",
+                        help="a replica follows the night; report its lag")
+    parser.add_argument("--replica-db", help="the follower's ledger: a postgresql:// URL "
+                        "(default: SQLite beside the source)")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="ledger-load-"))
@@ -97,8 +110,13 @@ def main() -> int:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "LEDGER_READ_MODELS": str(work / "read-models.db")}
+    signing: list[str] = []
+    if args.follow:
+        subprocess.run([sys.executable, "-m", "ledger", "keygen", str(work / "log")], check=True,
+                       stdout=subprocess.DEVNULL)
+        signing = ["--key", str(work / "log.key")]
     server = subprocess.Popen([sys.executable, "-m", "ledger", "serve", "--db", db, "--port",
-                               str(port)], cwd=work, env=env, start_new_session=True,
+                               str(port), *signing], cwd=work, env=env, start_new_session=True,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     tally_path = f"/v1/elections/{ELECTION}/tally"
     for _ in range(300):
@@ -116,7 +134,12 @@ def main() -> int:
         bodies.append([json.dumps(sign(keys[name], name, protocol(
             (seq + index * args.stations // REPORTERS) % args.stations, name, seq))).encode() + b"\n"
             for seq in range(min(args.stations, int(args.seconds * 100)))])
+    follower = Follower(work, port, args.replica_db) if args.follow else None
+    if follower is not None:
+        follower.wait(lambda: follower.lines, 60, "the follower's first checkpoint")
     deadline = time.monotonic() + args.seconds
+    began_at = time.monotonic()
+    interval = REPORTERS / args.rate if args.rate else 0.0
     write_latency: list[float] = []
     read_latency: list[float] = []
     refused: dict[int, int] = {}
@@ -124,7 +147,10 @@ def main() -> int:
 
     def reporter(index: int) -> None:
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        for body in bodies[index]:
+        for sent, body in enumerate(bodies[index]):
+            if interval:  # paced: this reporter's n-th protocol leaves at n intervals (staggered)
+                due = began_at + (sent + index / REPORTERS) * interval
+                time.sleep(max(0.0, due - time.monotonic()))
             if time.monotonic() >= deadline:
                 return
             started = time.perf_counter()
@@ -156,8 +182,12 @@ def main() -> int:
             t.start()
         for t in threads:
             t.join()
+        if follower is not None:
+            follower.caught_up(port)
     finally:
         elapsed = time.monotonic() - began
+        if follower is not None:
+            follower.stop()
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=60)
     backend = "PostgreSQL" if db.startswith("postgres") else "SQLite"
@@ -168,7 +198,58 @@ def main() -> int:
           f"p99 {1000 * percentile(write_latency, 0.99):.1f} ms")
     print(f"tally latency p50 {1000 * statistics.median(read_latency):.1f} ms "
           f"over {len(read_latency)} reads")
+    if follower is not None:
+        lags = follower.lags()[1:]  # the first is the catch-up of the definitions
+        print(f"follow lag over {len(lags)} checkpoints mirrored: p50 {percentile(lags, 0.5):.2f} s, "
+              f"p99 {percentile(lags, 0.99):.2f} s, max {max(lags, default=float('nan')):.2f} s; "
+              f"replica caught up with the source's checkpoint of {follower.final_size} entries "
+              f"{follower.behind:.2f} s after the last write")
     return 0
+
+
+class Follower:
+    """`ledger mirror --follow` on a replica of the served night, its lines collected."""
+
+    def __init__(self, work: Path, port: int, replica_db: str | None) -> None:
+        self.lines: list[str] = []
+        self.final_size = 0
+        self.behind = float("nan")
+        env = {**os.environ, "LEDGER_READ_MODELS": str(work / "replica-models.db")}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "ledger", "mirror", f"http://127.0.0.1:{port}", "--public-key",
+             str(work / "log.pub"), "--follow", "--db", replica_db or str(work / "replica.db")],
+            cwd=work, env=env, start_new_session=True, stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL, text=True)
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line)
+
+    def wait(self, done, seconds: float, what: str) -> None:
+        deadline = time.monotonic() + seconds
+        while not done():
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                sys.exit(f"load: the follower never reached {what}")
+            time.sleep(0.02)
+
+    def caught_up(self, port: int) -> None:
+        """Wait until the replica holds the source's last checkpoint."""
+        stopped = time.monotonic()
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        connection.request("GET", "/v1/checkpoint")
+        self.final_size = int(connection.getresponse().read().decode().split("\n")[1])
+        self.wait(lambda: any(line.startswith(f"size {self.final_size},") for line in self.lines),
+                  60, f"size {self.final_size}")
+        self.behind = time.monotonic() - stopped
+
+    def lags(self) -> list[float]:
+        return [float(line.rsplit("lag ", 1)[1].split()[0]) for line in self.lines if "lag " in line]
+
+    def stop(self) -> None:
+        os.killpg(self.process.pid, signal.SIGTERM)
+        self.process.wait(timeout=30)
 
 
 if __name__ == "__main__":

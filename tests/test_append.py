@@ -302,7 +302,7 @@ def test_a_batch_longer_than_a_chunk_knows_what_its_earlier_chunks_defined(
     stations = [station(f"st-{i}", "North", 100) for i in range(CHUNK_LINES + 10)]
     late = protocol("st-0", "07T20:00:00", {"a": 60, "b": 30}, invalid=5)
     ledger.append(definition(), *stations, late)
-    assert ledger.query("tally")["votes"] == {"a": 60, "b": 30}
+    assert ledger.query("tally")["votes"] == {"a": 60, "b": 30, "c": 0, "d": 0}
     assert ledger.query("tally")["stations_total"] == CHUNK_LINES + 10
     contradiction = station("st-1", "South", 100)
     refused = ledger.append(*[station(f"more-{i}", "North", 1) for i in range(CHUNK_LINES)],

@@ -1,4 +1,4 @@
-"""The public conformance samples (../shared/conformance/check and check-v2), run against
+"""The public conformance samples (../shared/conformance/check, check-v2 and check-v3), run against
 this build."""
 
 from __future__ import annotations
@@ -35,3 +35,18 @@ def test_the_public_v2_sample_passes_completely(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip().splitlines()[-1] == "12 passed, 0 failed"
+
+
+CHECK_V3 = SHARED / "conformance" / "check-v3"
+
+
+def test_the_public_v3_witness_sample_passes_completely(tmp_path: Path) -> None:
+    """`ledger keygen --cosigner` and `ledger witness serve` driven through the request
+    sequence of ../shared/c2sp/vectors.json; the sample checks each cosignature itself."""
+    require_shared(CHECK_V3)
+    result = subprocess.run(
+        [sys.executable, str(CHECK_V3), f"{sys.executable} -m ledger"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "10 passed, 0 failed"

@@ -34,9 +34,11 @@ LAYERS = [
     "ledger.input",         # JSON Lines and the importers: bytes in, events or problems out
     "ledger.trust",         # Merkle tree, checkpoints, signatures, receipts, notes, witnesses
     "ledger.store",         # the event store, its recorders, the planner, verifying what it holds
+    "ledger.remote",        # a served ledger seen from outside: the mirror's and receipts' client
     "projections",          # the read side
     "ledger.demo",
     "ledger.service",       # the application layer: both sides
+    "ledger.witnessing",    # ledger serve asks its witnesses (background, beside the service)
     "ledger.http",          # adapters
     "ledger.cli",
     "ledger.__main__",

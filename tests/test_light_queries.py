@@ -50,11 +50,11 @@ def loaded(modules: list[str], prefixes: tuple[str, ...]) -> list[str]:
 
 def test_a_tally_on_current_read_models_loads_no_write_side(ledger: LedgerUnderTest) -> None:
     ledger.append(definition(), station("n1", "north", 100), station("s1", "south", 100),
-                  protocol("n1", "07T21:00:00", {"a": 60, "b": 30}),
+                  protocol("n1", "07T21:00:00", {"a": 60, "b": 30, "c": 0, "d": 0}),
                   protocol("s1", "07T22:00:00", {"a": 10, "b": 80}))
     first = ask(ledger, "tally")
     assert first["code"] == 0
-    assert first["answer"]["votes"] == {"a": 70, "b": 110}  # by hand: 60+10, 30+80
+    assert first["answer"]["votes"] == {"a": 70, "b": 110, "c": 0, "d": 0}  # by hand: 60+10, 30+80
     assert loaded(first["modules"], WRITE_SIDE) == []
     # A simple night is answered from the running totals: not even msgspec is needed.
     assert loaded(first["modules"], ("msgspec",)) == []
@@ -62,15 +62,15 @@ def test_a_tally_on_current_read_models_loads_no_write_side(ledger: LedgerUnderT
 
 def test_a_query_after_another_process_appended_is_current(ledger: LedgerUnderTest) -> None:
     ledger.append(definition(), station("n1", "north", 100), station("s1", "south", 100),
-                  protocol("n1", "07T21:00:00", {"a": 60, "b": 30}))
-    assert ask(ledger, "tally")["answer"]["votes"] == {"a": 60, "b": 30}
+                  protocol("n1", "07T21:00:00", {"a": 60, "b": 30, "c": 0, "d": 0}))
+    assert ask(ledger, "tally")["answer"]["votes"] == {"a": 60, "b": 30, "c": 0, "d": 0}
     # Appended without catching the read models up: the next query must notice the head
     # moved, catch up (loading what that needs), and count the new protocol.
     line = json.dumps(protocol("s1", "07T22:00:00", {"a": 10, "b": 80})).encode() + b"\n"
     with LedgerService(locate(ledger.db)) as service:
         service.append(read_lines(io.BytesIO(line)), catch_up=False)
     again = ask(ledger, "tally")
-    assert again["answer"]["votes"] == {"a": 70, "b": 110}
+    assert again["answer"]["votes"] == {"a": 70, "b": 110, "c": 0, "d": 0}
     assert again["answer"]["stations_reporting"] == 2
     # And once caught up, the next one is light again.
     assert loaded(ask(ledger, "tally")["modules"], WRITE_SIDE) == []
@@ -107,7 +107,7 @@ def test_a_one_protocol_append_loads_only_the_write_path(ledger: LedgerUnderTest
     ran = json.loads(result.stdout.splitlines()[-1])
     assert ran["code"] == 0
     assert loaded(ran["modules"], NOT_FOR_APPEND) == []
-    assert ledger.query("tally")["votes"] == {"a": 60, "b": 30}  # it was appended and counted
+    assert ledger.query("tally")["votes"] == {"a": 60, "b": 30, "c": 0, "d": 0}  # appended, counted
 
 
 def test_the_command_line_builds_the_parser_of_the_command_asked_alone() -> None:

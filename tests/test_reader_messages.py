@@ -46,7 +46,7 @@ TABLE = [
     (P.replace('"ProtocolIssued"', '"ProtocolIsued"') % "",
      'type: unknown event type "ProtocolIsued"; expected one of ElectionDefined, '
      "StationRegistered, ProtocolIssued, ProtocolWithheld, ResultAnnounced, AppealFiled, "
-     "AppealDecided, ReporterRegistered"),
+     "AppealDecided, ReporterRegistered, ReporterKeyRevoked"),
     (D.replace('"dhondt"', '"borda"'), "method: invalid enum value 'borda', got \"borda\""),
     # "Expected `datetime` with a timezone component"
     (P.replace("20:00:00Z", "20:00:00") % "",

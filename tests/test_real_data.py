@@ -26,7 +26,7 @@ needs_data = pytest.mark.skipif(
     not ZIP.exists() and os.environ.get("CI") != "true",  # under CI a missing file fails
     reason=f"the Duma 2016 table is not at {ZIP}",
 )
-# Column positions in the table (see /work/shared/real/README.md): the parties are the
+# Column positions in the table (see ../shared/real/README.md): the parties are the
 # fourteen columns after the protocol's eighteen lines.
 PARTY_COLUMNS = range(22, 36)
 CHOICES = ["rodina", "kpkr", "pensioners", "ur", "greens", "civic_platform", "ldpr", "parnas",
@@ -95,7 +95,7 @@ def test_whole_duma_2016_gives_the_official_result(tmp_path: Path, capsys: pytes
     ledger = LedgerUnderTest(str(tmp_path / "ledger.db"), tmp_path, capsys, "sqlite")
     summary = imported(ledger, extract(tmp_path, None))
     assert summary["appended"] == 2 * 96_871
-    # Official national result (CEC of Russia), from /work/shared/real/README.md.
+    # Official national result (CEC of Russia), from ../shared/real/README.md.
     tally = ledger.query("tally")
     assert tally["stations_reporting"] == 96_871
     assert tally["valid_votes"] == 51_649_253

@@ -3,24 +3,41 @@ test_tally.py, and opened in a real browser (headless Chromium) to see the chart
 
 from __future__ import annotations
 
+import base64
+import io
+import math
 import re
 import shutil
 import subprocess
 import sys
 from html.parser import HTMLParser
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
+from projections.forensics import Stations, analyse, fingerprint_grid, forensics
 from projections.moment import Moment, moment
 from projections.report import PALETTE, render_report
 from projections.schema import connect
 from projections.tally import load_election, seats, tally
-from tests.conftest import LATER, NIGHT, LedgerUnderTest, definition, missing, protocol, station
+from tests import duma
+from tests.conftest import (
+    LATER,
+    NIGHT,
+    LedgerUnderTest,
+    definition,
+    missing,
+    protocol,
+    require_shared,
+    station,
+)
 
 SECTIONS = ("results", "night", "forensics", "withheld", "disputes")
 MIDNIGHT = "2007-08-19T00:00:00+06:00"
-DEMO_CHARTS = 4  # seats, the night, turnout against share, withheld against copied
+# seats, the night, turnout against share, the fingerprint, whole percentages, withheld against copied
+DEMO_CHARTS = 6
 
 
 @pytest.fixture
@@ -204,6 +221,104 @@ def test_nothing_in_the_page_would_be_fetched(demo_page: Path) -> None:
     assert "http://" not in names and "https://" not in names
 
 
+# --- the fingerprint and the whole percentages ---------------------------------------------
+
+BLANK = (241, 241, 241)  # an empty cell (#F1F1F1)
+
+
+def fingerprint_pixels(page: str) -> Any:
+    """The fingerprint heat map's picture as a reader sees it: the PNG inlined in the SVG,
+    turned the right way up if the SVG flips it (matplotlib draws origin="lower" so)."""
+    from matplotlib.image import imread
+
+    tag = re.search(r'<image [^>]*id="fingerprint-image"[^>]*>', page)
+    assert tag, "no fingerprint image in the page"
+    data = re.search(r'xlink:href="data:image/png;base64,([^"]+)"', tag[0])
+    pixels = (imread(io.BytesIO(base64.b64decode(data[1])), format="png")[..., :3] * 255).round()
+    return pixels[::-1] if "scale(1 -1)" in tag[0] else pixels
+
+
+def cell_colours(pixels: Any) -> Any:
+    """The colour at the centre of each cell, as ``colours[share][turnout]``: 101 cells
+    across and up, share 0 at the bottom."""
+    import numpy as np
+
+    height, width = pixels.shape[:2]
+    centres = (np.arange(101) + 0.5) / 101
+    rows = ((1 - centres) * height).astype(int)
+    columns = (centres * width).astype(int)
+    return pixels[rows][:, columns].astype(int)
+
+
+def scale_positions(colours: Any) -> Any:
+    """Where on the viridis scale (0 to 1) each colour sits: the nearest of 256 steps."""
+    import numpy as np
+    from matplotlib import colormaps
+
+    steps = np.round(255 * colormaps["viridis"](np.linspace(0, 1, 256))[:, :3])
+    distance = np.abs(colours[..., None, :] - steps).sum(axis=-1)
+    return distance.argmin(axis=-1) / 255
+
+
+def assert_drawn_cell_by_cell(pixels: Any, found: dict[str, Any]) -> Any:
+    """Every cell of the 101 x 101 grid is where it belongs: coloured when stations fall in
+    it, blank when none do, and at log(n) / log(most) of the colour scale. Returns each
+    cell's place on the scale (-1 for a blank one)."""
+    import numpy as np
+
+    grid = np.array(fingerprint_grid(found["fingerprint"]))
+    colours = cell_colours(pixels)
+    blank = (colours == BLANK).all(axis=-1)
+    assert (blank == (grid == 0)).all(), np.argwhere(blank != (grid == 0))[:5].tolist()
+    expected = np.log(np.maximum(grid, 1)) / math.log(grid.max())
+    drawn = np.where(blank, -1.0, scale_positions(colours))
+    wrong = np.argwhere(~blank & (np.abs(drawn - expected) > 0.02))
+    assert not len(wrong), [(t, s, grid[s, t], drawn[s, t]) for s, t in wrong[:5].tolist()]
+    return drawn
+
+
+def test_the_fingerprint_and_the_whole_percentages_of_the_demo(demo: Path, demo_page: Path) -> None:
+    page = demo_page.read_text(encoding="utf-8")
+    db = connect(demo)
+    try:
+        found = forensics(db, load_election(db, None), moment())
+    finally:
+        db.close()
+    assert found["choice"] == "nur-otan" and found["stations"] == 1500
+    assert '<h3 id="fingerprint">' in page and '<h3 id="integer-percent">' in page
+    assert_drawn_cell_by_cell(fingerprint_pixels(page), found)
+    # A bar per whole percentage that has a station, in each histogram, and no other.
+    for name, counts in (("turnout-percent", found["turnout_percent"]),
+                         ("share-percent", found["share_percent"])):
+        drawn = {int(k) for k in re.findall(rf'id="{name}-(\d+)"', page)}
+        assert drawn == {k for k, n in enumerate(counts) if n}, name
+    integer = found["integer_turnout"]
+    assert (f"{integer['observed']:,} of 1,500 stations have a whole turnout here, where "
+            f"{integer['expected']:,.1f} would by chance") in " ".join(page.split())
+
+
+def test_the_comet_of_russia_2016_shows_on_the_log_colour_scale() -> None:
+    """Duma 2016, every station of the national table: the fingerprint of United Russia is
+    drawn cell by cell, and its comet (the tail from the main cloud to 100% turnout and 100%
+    share) stands out: in every turnout column from 50% to 100%, the fullest cell at a share
+    within 10 points of the turnout or above is in the upper part of the colour scale. On a
+    linear scale the same cells would be nearly black (22 stations against the core's 164)."""
+    require_shared(duma.ZIP)
+    from projections.report import charts
+
+    rows = [r for r in duma.rows() if r.registered and r.valid]
+    found = analyse(Stations([r.registered for r in rows], [r.cast for r in rows],
+                             [r.valid for r in rows], [r.votes for r in rows]), "ur")
+    found["name"] = "United Russia"
+    with charts.report_style():
+        svg = charts.fingerprint_chart(SimpleNamespace(forensics=found))
+    drawn = assert_drawn_cell_by_cell(fingerprint_pixels(svg), found)
+    core = max(found["fingerprint"], key=lambda cell: cell[2])
+    assert 30 <= core[0] <= 45 and 35 <= core[1] <= 45  # the cloud: about 35% turnout and share
+    for turnout in range(50, 101):
+        assert drawn[max(0, turnout - 10):, turnout].max() > 0.5, turnout
+
+
 # --- a real browser ----------------------------------------------------------------------
 
 
@@ -268,7 +383,8 @@ def test_the_hand_built_night_renders_with_its_hand_computed_numbers(
     assert [cells[-1] for _, cells in tables.rows["appeals"]] == ["s1", "the stations appealed"]
     # Turnout needs the station's electorate (1000, 500, 1500): three dots.
     assert "3 stations shown" in page
-    assert page.count("<svg") == page.count('<figure class="chart"') == 3  # no withheld chart
+    # No withheld chart; the fingerprint and the whole percentages (n1: 860 of 1000, 86%).
+    assert page.count("<svg") == page.count('<figure class="chart"') == 5
 
 
 def test_the_visible_text_of_the_hand_built_night_states_its_figures(

@@ -47,7 +47,7 @@ def _moment(offset: int) -> str:
 def nights(draw: st.DrawFn) -> list[dict[str, Any]]:
     events: list[dict[str, Any]] = [definition()]
     registered: list[str] = []
-    protocols: dict[str, list[str]] = {}  # station -> its protocols' event ids
+    protocols: dict[tuple[str, str], list[str]] = {}  # (station, reporter) -> event ids
     for index in range(draw(st.integers(min_value=1, max_value=30))):
         unregistered = [s for s in STATIONS if s not in registered]
         if unregistered and (not registered or draw(st.integers(0, 3)) == 0):
@@ -62,16 +62,17 @@ def nights(draw: st.DrawFn) -> list[dict[str, Any]]:
             continue
         where = draw(st.sampled_from(registered))
         votes = {c: draw(st.integers(0, 50)) for c in draw(st.sampled_from(["abcd", "ab", "c"]))}
-        earlier = protocols.get(where, [])
+        by = draw(st.sampled_from(["board", "watch"]))
+        earlier = protocols.get((where, by), [])  # a protocol supersedes only its reporter's
         fields: dict[str, Any] = {}
         if earlier and draw(st.booleans()):
             fields["supersedes"] = draw(st.sampled_from(earlier))
         event_id = f"p{index}"
-        event = protocol(where, "07T00:00:00", votes, by=draw(st.sampled_from(["board", "watch"])),
+        event = protocol(where, "07T00:00:00", votes, by=by,
                          invalid=draw(st.integers(0, 3)), event_id=event_id, **fields)
         event["occurred_at"] = _moment(draw(st.sampled_from(OFFSETS)))
         events.append(event)
-        protocols.setdefault(where, []).append(event_id)
+        protocols.setdefault((where, by), []).append(event_id)
     return events
 
 
@@ -100,7 +101,7 @@ def naive_tally(events: list[dict[str, Any]], recorded: list[str], as_of: str,
         for choice, n in e["votes"].items():
             votes[choice] = votes.get(choice, 0) + n
     return {
-        "votes": {c: votes[c] for c in "abcd" if c in votes},
+        "votes": {c: votes.get(c, 0) for c in "abcd"},  # every defined choice
         "stations_reporting": len(counted),
         "stations_total": len(in_scope),
         "ballots_cast": sum(e["ballots_cast"] for e in counted),
@@ -156,9 +157,12 @@ def _check_against_the_naive_fold(events: list[dict[str, Any]], cuts: list[int],
                 election = load_election(db, None)
                 scopes = {e.get(f) for e in events if e["type"] == "StationRegistered"
                           for f in ("region", "district")}
+                reporters = {"board"} | {e.get("reported_by") for e in events}
                 for offset, reporter, scope, batch in questions:
                     if scope is not None and scope not in scopes:
                         continue  # refused as an unknown region, with or without steps
+                    if reporter not in reporters:
+                        continue  # refused as an unknown reporter
                     as_of = _moment(offset)
                     # Known-at: present knowledge, or as known when batch k was in, or
                     # just before the first batch (nothing known).

@@ -4,6 +4,7 @@ PostgreSQL ledger, and the live page in headless Chromium."""
 from __future__ import annotations
 
 import http.client
+import re
 import shutil
 import signal
 import threading
@@ -105,9 +106,9 @@ def test_two_servers_on_one_postgresql_ledger_see_each_others_writes(tmp_path: P
         tally = "/v1/elections/council-2030/tally"
         assert two.get(tally).json()["stations_reporting"] == 0
         assert one.post(signed(protocol("n1", "07T20:00:00", {"a": 7, "b": 3}))).status == 200
-        assert two.get(tally).json()["votes"] == {"a": 7, "b": 3}
+        assert two.get(tally).json()["votes"] == {"a": 7, "b": 3, "c": 0, "d": 0}
         assert two.post(signed(protocol("s1", "07T21:00:00", {"a": 1, "c": 5}))).status == 200
-        assert one.get(tally).json()["votes"] == {"a": 8, "b": 3, "c": 5}
+        assert one.get(tally).json()["votes"] == {"a": 8, "b": 3, "c": 5, "d": 0}
     finally:
         assert one.stop() == 0
         assert two.stop() == 0
@@ -124,6 +125,9 @@ def test_the_live_page_shows_the_tally_and_updates_after_a_post(keyed: LedgerUnd
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
+    # A name from the ledger is text, never markup, wherever the page shows it.
+    hostile = '<img src=x onerror="document.body.dataset.pwned=1">'
+    keyed.append({**Reporter("press").registration("council-2030"), "name": hostile})
     server = Server(keyed.db, keyed.directory).start()
     assert server.post(signed(protocol("n1", "07T20:00:00", {"a": 400, "b": 300}))).status == 200
     options = webdriver.ChromeOptions()
@@ -132,6 +136,9 @@ def test_the_live_page_shows_the_tally_and_updates_after_a_post(keyed: LedgerUnd
         options.add_argument(flag)
     browser = webdriver.Chrome(options=options, service=DriverService(chromedriver))
     try:
+        page = server.get("/").body.decode()
+        # Nothing is fetched but the API: no CDN, no font, no image; url() only to an id.
+        assert not re.search(r"<link|src=|@import|url\(\s*['\"]?(?!#)", page)
         browser.get(server.url + "/")
         wait = WebDriverWait(browser, 60)
 
@@ -143,21 +150,26 @@ def test_the_live_page_shows_the_tally_and_updates_after_a_post(keyed: LedgerUnd
                 ".map(r => [r.dataset.choice, r.querySelectorAll('td')[1].textContent.trim()]))")
 
         wait.until(lambda _: votes().get("a") == "400")
-        assert votes() == {"a": "400", "b": "300"}
+        assert votes() == {"a": "400", "b": "300", "c": "0", "d": "0"}
         wait.until(lambda _: browser.find_element(By.ID, "connection").text == "live")
         assert "1 of 3 stations reporting" in browser.find_element(By.ID, "summary").text
+        press = browser.execute_script(
+            "return document.querySelector('#reporters tr[data-reporter=press] td').textContent")
+        assert press == f"press ({hostile})"
+        assert browser.execute_script("return document.querySelectorAll('img').length") == 0
+        assert browser.execute_script("return document.body.dataset.pwned") is None
         assert server.post(signed(protocol("s1", "07T21:00:00", {"a": 50, "c": 25}))).status == 200
         wait.until(lambda _: votes().get("a") == "450")
-        assert votes() == {"a": "450", "b": "300", "c": "25"}
+        assert votes() == {"a": "450", "b": "300", "c": "25", "d": "0"}
         assert "2 of 3 stations reporting" in browser.find_element(By.ID, "summary").text
-        # Scrub back to the start of the night (the election's definition, before its
-        # stations were registered): nothing is reported.
+        # Scrub back to the start of the night: the slider's far left is the first protocol
+        # (20:00 at +02:00), as the server knows the night, so that one station is in.
         slider = browser.find_element(By.ID, "moment")
         browser.execute_script("arguments[0].value = 0; arguments[0].dispatchEvent(new Event('input'))",
                                slider)
-        wait.until(lambda _: browser.find_element(By.ID, "summary").text.startswith("0 of "))
-        assert votes() == {}
-        assert "as of 2030-04-01" in browser.find_element(By.ID, "moment-label").text
+        wait.until(lambda _: browser.find_element(By.ID, "summary").text.startswith("1 of "))
+        assert votes() == {"a": "400", "b": "300", "c": "0", "d": "0"}
+        assert browser.find_element(By.ID, "moment-label").text == "as of 2030-04-07 18:00 UTC"
         shot = keyed.directory / "live.png"
         browser.save_screenshot(str(shot))
         assert shot.stat().st_size > 5_000

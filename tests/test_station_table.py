@@ -3,8 +3,11 @@ map, through the real command line on both backends."""
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from tests.conftest import LedgerUnderTest, definition, station
 
@@ -68,7 +71,7 @@ def test_import_sums_joins_registers_and_flags(ledger: LedgerUnderTest) -> None:
     # votes + invalid = ballots cast (588 + 12 = 600, 297 + 3 = 300, 880 + 20 = 900).
     assert summary["flagged"] == []
     tally = ledger.query("tally")
-    assert tally["votes"] == {"a": 388 + 200 + 500, "b": 200 + 97 + 380}
+    assert tally["votes"] == {"a": 388 + 200 + 500, "b": 200 + 97 + 380, "c": 0, "d": 0}
     assert tally["stations_reporting"] == 3
     n1 = ledger.query("history", "--station", "North/1")["events"]
     assert [e["type"] for e in n1] == ["StationRegistered", "ProtocolIssued"]
@@ -202,12 +205,13 @@ def test_occurred_at_column_and_bad_cells(ledger: LedgerUnderTest) -> None:
         'occurred_at = "2030-04-08T06:00:00+02:00"', 'occurred_at_column = "When"')
     header = HEADER + ",When"
     rows = [ROWS[0] + ",2030-04-07T21:00:00+02:00", ROWS[1] + ",yesterday",
-            "North,,1000,10,590,600,12,388,200,5,7,2030-04-07T21:00:00+02:00", "North,3,1"]
+            ",,1000,10,590,600,12,388,200,5,7,2030-04-07T21:00:00+02:00", "North,3,1"]
     table, mapping = write(ledger.directory, rows, header=header, map_text=map_text)
     result = ledger.run("import", "csv", table, "--map", mapping)
     assert result.code == 2
     assert 'line 3: When: expected an RFC 3339 timestamp with a UTC offset, got "yesterday"' in result.err
-    assert "line 4: Precinct: empty; an id is needed here" in result.err
+    # Every part of the station id empty (one part may be: see the composite id test).
+    assert "line 4: Region: empty (and so is Precinct); an id is needed here" in result.err
     assert "line 5: expected 12 cells as in the header, got 3" in result.err
     assert ledger.stored_events() == 1
 
@@ -233,3 +237,89 @@ def test_map_without_csv_and_csv_without_map(ledger: LedgerUnderTest) -> None:
     result = ledger.run("import", "csv", table)
     assert result.code == 2
     assert "needs --map" in result.err
+
+
+# Russia 2021: 4 id columns; the remote electronic voting rows leave the last one empty.
+ID_MAP = """
+election = "council-2030"
+reported_by = "board"
+occurred_at = "2030-04-08T06:00:00+02:00"
+station = ["Region", "TIK", "UIK", "Part"]
+region = "Region"
+ballots_cast = "Cast"
+invalid = "Invalid"
+
+[votes]
+a = "Party A"
+b = "Party B"
+"""
+ID_HEADER = "Region,TIK,UIK,Part,Cast,Invalid,Party A,Party B"
+
+
+def test_a_composite_station_id_may_have_empty_parts(ledger: LedgerUnderTest) -> None:
+    ledger.append(definition())
+    rows = ["North,TIK 1,1,a,100,0,60,40", "North,TIK 1,1,b,50,0,25,25",
+            "North,DEG,5001,,300,0,200,100", "North,DEG,5002,,200,0,150,50"]
+    table, mapping = write(ledger.directory, rows, header=ID_HEADER, map_text=ID_MAP)
+    result = ledger.run("import", "csv", table, "--map", mapping, "--format", "json")
+    assert result.code == 0, result.err
+    assert result.json()["appended"] == 8
+    remote = ledger.query("history", "--station", "North/DEG/5001/")["events"]
+    assert [e["type"] for e in remote] == ["StationRegistered", "ProtocolIssued"]
+    assert ledger.query("tally")["votes"] == {"a": 435, "b": 215, "c": 0, "d": 0}
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # nothing backend-specific
+def test_a_station_id_must_be_non_empty_and_unique(ledger: LedgerUnderTest) -> None:
+    ledger.append(definition())
+    rows = ["North,DEG,5001,,300,0,200,100", ",,,,1,0,1,0", "North,DEG,5001,,300,0,200,100"]
+    table, mapping = write(ledger.directory, rows, header=ID_HEADER, map_text=ID_MAP)
+    result = ledger.run("import", "csv", table, "--map", mapping)
+    assert result.code == 2
+    assert result.err.splitlines()[:3] == [
+        "line 3: Region: empty (and so is TIK, UIK, Part); an id is needed here",
+        "line 3: Region: empty; an id is needed here",
+        "line 4: Region/TIK/UIK/Part: station 'North/DEG/5001/' is already given by line 2: "
+        "one row per station",
+    ]
+    assert ledger.stored_events() == 1
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # nothing backend-specific
+def test_skip_invalid_imports_the_good_rows_and_writes_the_refused_ones(
+    ledger: LedgerUnderTest
+) -> None:
+    defined(ledger)
+    bad = ["South,2,1500,100,800,900,-2,500,380,20,0", 'South,3,"1,500",1,1,2,0,1,1,0,0']
+    table, mapping = write(ledger.directory, [ROWS[0], bad[0], ROWS[1], bad[1], ROWS[2]])
+    with open(table, "ab") as handle:  # an undecodable row sets aside that row alone
+        handle.write(b"South,4,\xff,0,0,0,0,0,0,0,0\nSouth,5,10,0,2,2,0,1,1,0,0\n")
+    rejects = ledger.directory / "rejects.csv"
+    assert ledger.run("import", "csv", table, "--map", mapping, "--skip-invalid").code == 2
+    result = ledger.run("import", "csv", table, "--map", mapping, "--skip-invalid",
+                        "--rejects", str(rejects), "--format", "json")
+    assert result.code == 0, result.err
+    assert (result.json()["appended"], result.json()["rejected"]) == (8, 3)
+    assert ledger.query("tally")["stations_reporting"] == 4
+    with rejects.open(encoding="utf-8", newline="") as handle:
+        refused = list(csv.reader(handle))
+    assert refused[0] == ["line", "reason", *HEADER.split(",")]
+    assert [(r[0], r[1]) for r in refused[1:]] == [
+        ("3", 'Invalid: expected a non-negative integer, got "-2"'),
+        ("5", 'Voters: expected a non-negative integer, got "1,500"'),
+        ("7", "not valid utf-8 (byte 9 of the line)"),
+    ]
+    assert refused[2][2:] == ["South", "3", "1,500", "1", "1", "2", "0", "1", "1", "0", "0"]
+    # Fixed, the rejects file imports with the same map (its two extra columns unused).
+    fixed = [row for row in refused if row[0] != "7"]
+    fixed[1][2 + 6], fixed[2][2 + 2] = "20", "1500"  # Invalid of line 3, Voters of line 5
+    with (ledger.directory / "fixed.csv").open("w", encoding="utf-8", newline="") as handle:
+        csv.writer(handle).writerows(fixed)
+    again = ledger.run("import", "csv", str(ledger.directory / "fixed.csv"), "--map", mapping,
+                       "--format", "json")
+    assert again.code == 0, again.err
+    assert again.json()["appended"] == 4
+    assert ledger.query("tally")["stations_reporting"] == 6
+    text = ledger.run("import", "csv", table, "--map", mapping, "--skip-invalid",
+                      "--rejects", str(rejects))
+    assert text.code == 0 and f"3 rejected, see {rejects}" in text.out

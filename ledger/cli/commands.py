@@ -25,6 +25,7 @@ from ledger.store.config import Location, locate
 
 if TYPE_CHECKING:  # the event schemas load only when a command reads events
     from ledger.input.reader import Line
+    from ledger.trust.cosigned import Cosigned
 
 MAX_PROBLEMS_SHOWN = 50
 
@@ -102,13 +103,18 @@ def _moment(args: argparse.Namespace) -> Any:
 # -- writing ---------------------------------------------------------------------------------
 
 
-def append(args: argparse.Namespace) -> int:
-    from ledger.input.reader import read_lines
-
+def _skipping(args: argparse.Namespace) -> None:
+    """--skip-invalid and --rejects go together (append, import csv)."""
     if args.skip_invalid and not args.rejects:
         raise BadInput("--skip-invalid needs --rejects FILE to keep the lines it skips")
     if args.rejects and not args.skip_invalid:
         raise BadInput("--rejects goes with --skip-invalid")
+
+
+def append(args: argparse.Namespace) -> int:
+    from ledger.input.reader import read_lines
+
+    _skipping(args)
     with _input(args.file) as stream:
         size = None if args.file == "-" else Path(args.file).stat().st_size
         return _append_lines(args, progress.lines(read_lines(stream), total_bytes=size,
@@ -122,6 +128,8 @@ def import_dataset(args: argparse.Namespace) -> int:
         return import_csv(args)
     if args.map:
         raise BadInput("--map goes with import csv")
+    if args.skip_invalid or args.rejects:
+        raise BadInput("--skip-invalid and --rejects go with import csv (or append)")
     path = _readable(args.file)
     return _append_lines(args, progress.lines(
         read_openelections(path, occurred_at=args.occurred_at, authority=args.authority),
@@ -133,20 +141,24 @@ def import_csv(args: argparse.Namespace) -> int:
 
     if not args.map:
         raise BadInput("import csv needs --map MAP.toml (see docs/real-data.md)")
+    _skipping(args)
     path, table_map = _readable(args.file), load_map(_readable(args.map))
     with _service(args) as service:
         try:
-            lines = service.station_table(path, table_map)
+            table = service.station_table(path, table_map)
         except MapRefused as refused:
             for problem in refused.problems:
                 print(problem, file=sys.stderr)
             print("nothing was appended: fix the map and try again", file=sys.stderr)
             return 2
-    return _append_lines(args, progress.lines(lines, total_bytes=path.stat().st_size,
-                                              what="import"))
+    return _append_lines(args, progress.lines(table, total_bytes=path.stat().st_size,
+                                              what="import"),
+                         write_rejects=lambda out, outcome: _write_rejected_rows(
+                             out, outcome, table.header))
 
 
-def _append_lines(args: argparse.Namespace, lines: Iterable[Line]) -> int:
+def _append_lines(args: argparse.Namespace, lines: Iterable[Line],
+                  write_rejects: Callable[[IO[bytes], Any], None] | None = None) -> int:
     """Append and report: shared by `append` and `import`."""
     _short_lived_process()
     skip_invalid = getattr(args, "skip_invalid", False)
@@ -162,7 +174,7 @@ def _append_lines(args: argparse.Namespace, lines: Iterable[Line]) -> int:
             _print_refusal(refused)
             return 2
         if rejected_out is not None:
-            _write_rejects(rejected_out, receipt.outcome)
+            (write_rejects or _write_rejects)(rejected_out, receipt.outcome)
     if args.format == "json":
         print(as_json(receipt.summary()))
         return 0
@@ -201,6 +213,29 @@ def _write_rejects(out: IO[bytes], outcome: Any) -> None:
         record = {"line": line.number, "reasons": reasons,
                   "text": line.text.decode("utf-8", "replace")}
         out.write(encoder.encode(record) + b"\n")
+
+
+def _write_rejected_rows(out: IO[bytes], outcome: Any, header: list[str]) -> None:
+    """A station table's refused rows as CSV: the line number, the reasons, then the row's
+    own cells under the table's header, so the file can be fixed and imported again with
+    the same map."""
+    import csv
+    import io
+
+    reasons: dict[int, list[str]] = {}
+    texts: dict[int, bytes] = {}
+    for line, problems in outcome.rejected_lines:
+        kept = reasons.setdefault(line.number, [])
+        kept += [str(p).removeprefix(f"line {line.number}: ") for p in problems]
+        if line.text:
+            texts.setdefault(line.number, line.text)
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["line", "reason", *header])
+    for number, why in reasons.items():
+        cells = next(csv.reader([texts[number].decode("utf-8", "replace")])) if number in texts else []
+        writer.writerow([number, "; ".join(dict.fromkeys(why)), *cells])
+    out.write(text.getvalue().encode("utf-8"))
 
 
 def replay(args: argparse.Namespace) -> int:
@@ -273,6 +308,60 @@ def seats(args: argparse.Namespace) -> int:
     return _print(result, args.format, rows=rows, header=header)
 
 
+def forensics(args: argparse.Namespace) -> int:
+    moment = _moment(args)
+    with _service(args) as service:
+        result = service.forensics(moment, election=args.election, stage=args.stage,
+                                   reporter=args.reporter, scope=args.scope, choice=args.choice)
+    rows = [{"percent": k, "turnout_stations": turnout, "share_stations": share}
+            for k, (turnout, share) in enumerate(zip(result["turnout_percent"],
+                                                     result["share_percent"], strict=True))]
+    integer = result["integer_turnout"]
+    chi = result["chi_square"]
+    header = (
+        f"forensics of the {result['stage']} tally of {result['election']} by "
+        f"{result['reporter']} ({result['scope']}): {result['stations']} stations, share of "
+        f"{result['choice']} ({result['name']})\n"
+        f"stations at a whole turnout percentage: {integer['observed']} "
+        f"(expected by chance {integer['expected']:.1f})\n"
+        f"last digits 0-9 of vote counts >= 10: {result['last_digits']}, chi-square "
+        + (f"{chi:.2f} (9 degrees of freedom), p = {result['p_value']:.3g}" if chi is not None
+           else "none (no such counts)")
+        + f"\nfingerprint: {len(result['fingerprint'])} turnout x share cells (--format json); "
+        "percentages below with at least one station"
+    )
+    if args.format == "table":
+        rows = [row for row in rows if row["turnout_stations"] or row["share_stations"]]
+    return _print(result, args.format, rows=rows, header=header)
+
+
+def estimate(args: argparse.Namespace) -> int:
+    moment = _moment(args)
+    with _service(args) as service:
+        result = service.estimate(moment, election=args.election, stage=args.stage,
+                                  reporter=args.reporter, scope=args.scope,
+                                  confidence=args.confidence)
+    rows = [
+        {"choice": c, "name": result["names"][c], "share_pct": _percent(share),
+         "low_pct": _percent((result["intervals"][c] or [None])[0]),
+         "high_pct": _percent((result["intervals"][c] or [None, None])[1])}
+        for c, share in result["shares"].items()
+    ]
+    turnout = result["turnout"]
+    header = (
+        f"ESTIMATE of the final result of {result['election']} ({result['stage']} stage) by "
+        f"{result['reporter']} ({result['scope']}) from {result['stations_reporting']}/"
+        f"{result['stations_total']} stations counted; turnout "
+        f"{'unknown' if turnout is None else f'{100 * turnout:.2f}%'}; intervals at "
+        f"{100 * result['confidence']:g}%\n{result['method']}\n{result['note']}"
+    )
+    return _print(result, args.format, rows=rows, header=header)
+
+
+def _percent(fraction: float | None) -> float | None:
+    return None if fraction is None else round(100 * fraction, 2)
+
+
 def audit(args: argparse.Namespace) -> int:
     moment = _moment(args)
     with _service(args) as service:
@@ -292,6 +381,26 @@ def appeals(args: argparse.Namespace) -> int:
     with _service(args) as service:
         result = service.appeals(moment, election=args.election)
     return _print({"appeals": result}, args.format, rows=result)
+
+
+def reporters(args: argparse.Namespace) -> int:
+    moment = _moment(args)
+    with _service(args) as service:
+        result = service.reporters(moment, election=args.election)
+    rows = [{k: r[k] for k in ("reporter", "role", "name", "protocols", "stations",
+                               "withheld_requests", "appeals", "announcements", "decisions",
+                               "first_reported_at", "last_reported_at")}
+            for r in result["reporters"]]
+    events, protocols = result["events"], result["protocols"]
+    header = (
+        f"reporters of {result['election']} (authority {result['authority']}); "
+        f"{events['count']} events occurred {events['first_occurred_at']} to "
+        f"{events['last_occurred_at']}, recorded {events['first_recorded_at']} to "
+        f"{events['last_recorded_at']}\n{protocols['count']} protocols occurred "
+        f"{protocols['first_occurred_at']} to {protocols['last_occurred_at']}, recorded "
+        f"{protocols['first_recorded_at']} to {protocols['last_recorded_at']}"
+    )
+    return _print(result, args.format, rows=rows, header=header)
 
 
 def export(args: argparse.Namespace) -> int:
@@ -339,6 +448,9 @@ def verify(args: argparse.Namespace) -> int:
             signer = verify_note(note, load_public_key(Path(args.public_key)))
         except BadCheckpoint as error:
             return _broken(f"checkpoint {args.checkpoint}: {error}")
+    witnessed = _witnessed(args)
+    if witnessed is not None and not witnessed.ok:
+        return _broken(f"checkpoint {args.checkpoint}: {witnessed.summary()}")
     with _service(args) as service:
         try:
             verified = service.verify(note)
@@ -348,8 +460,27 @@ def verify(args: argparse.Namespace) -> int:
     if note is not None:
         message += f"; extends the checkpoint of {note.size} events"
         message += f", signed by {signer}" if signer else " (signature not checked)"
+    if witnessed is not None:
+        message += f"; {witnessed.summary()}"
     print(message)
     return 0
+
+
+def _witnessed(args: argparse.Namespace) -> Cosigned | None:
+    """With ``--witnesses``: the checkpoint's log signature and cosignatures, counted against
+    the policy's quorum (the caller refuses it unless ``.ok``)."""
+    if not getattr(args, "witnesses", None):
+        return None
+    from ledger.trust.checkpoint import load_public_key
+    from ledger.trust.cosigned import check_cosigned
+    from ledger.trust.policy import read_policy
+
+    if not args.checkpoint or not args.public_key:
+        raise BadInput("--witnesses needs --checkpoint FILE and --public-key LOG.pub: a "
+                       "checkpoint counts only with the log's signature and the quorum's")
+    policy = read_policy(Path(args.witnesses))
+    text = _readable(args.checkpoint).read_text(encoding="utf-8", errors="replace")
+    return check_cosigned(text, load_public_key(Path(args.public_key)), policy)
 
 
 def _broken(message: str) -> int:
@@ -387,6 +518,11 @@ def check_proof(args: argparse.Namespace) -> int:
         if note is None:
             raise BadInput("--public-key needs --checkpoint FILE to check a signature on")
         verify_signature(note, load_public_key(Path(args.public_key)))
+    witnessed = _witnessed(args)
+    if witnessed is not None and not witnessed.ok:
+        print(f"ledger check-proof: FAILED: checkpoint {args.checkpoint}: {witnessed.summary()}",
+              file=sys.stderr)
+        return 1
     try:
         entry = check(proof, note)
     except ProofError as error:
@@ -394,8 +530,10 @@ def check_proof(args: argparse.Namespace) -> int:
         return 1
     header = entry.split(b"\n", 5)
     anchor = "the checkpoint" if note else "the root in the proof (no checkpoint given)"
+    witnesses = f"; {witnessed.summary()}" if witnessed is not None else ""
     print(f"ok: event {_proved_event_id(header[-1])} at position {header[1].decode()} is leaf "
-          f"{proof['leaf_index']} of the log of {proof['tree_size']} events, under {anchor}")
+          f"{proof['leaf_index']} of the log of {proof['tree_size']} events, under {anchor}"
+          f"{witnesses}")
     return 0
 
 
@@ -425,6 +563,17 @@ def check_receipt(args: argparse.Namespace) -> int:
     if isinstance(receipt, dict) and isinstance(receipt.get("receipt"), dict):
         receipt = receipt["receipt"]  # the whole answer of POST /v1/events
     note = read_checkpoint(Path(args.checkpoint)) if args.checkpoint else None
+    url = args.url or (args.db if args.db and args.db.startswith(("http://", "https://")) else None)
+    # Against a served ledger, without --checkpoint, the server's own checkpoint is used: the
+    # policy then applies to it.
+    witnessed = _witnessed(args) if url is None or args.checkpoint else None
+    if witnessed is not None and not witnessed.ok:
+        print(f"ledger check-receipt: FAILED: checkpoint {args.checkpoint}: {witnessed.summary()}",
+              file=sys.stderr)
+        return 1
+    if url is not None:
+        policy = _policy(args.witnesses) if args.witnesses and not args.checkpoint else None
+        return _check_receipt_served(url, receipt, Path(args.public_key), note, policy)
     with _service(args) as service:
         try:
             events = service.check_receipt(receipt, load_public_key(Path(args.public_key)), note)
@@ -432,21 +581,110 @@ def check_receipt(args: argparse.Namespace) -> int:
             print(f"ledger check-receipt: FAILED: {error}", file=sys.stderr)
             return 1
     anchor = f" and in the checkpoint of {note.size} events" if note else ""
+    anchor += f"; {witnessed.summary()}" if witnessed is not None else ""
     print(f"ok: {len(events)} event(s) receipted by the ledger's key are in the log at their "
           f"positions{anchor}")
+    return 0
+
+
+def _check_receipt_served(url: str, receipt: Any, public_key: Path, note: Any,
+                          policy: Any) -> int:
+    from ledger.service import check_receipt_served
+    from ledger.trust.checkpoint import load_public_key
+    from ledger.trust.receipt import BadReceipt
+
+    try:
+        events, anchor = check_receipt_served(url, receipt, load_public_key(public_key), note,
+                                              policy)
+    except BadReceipt as error:
+        print(f"ledger check-receipt: FAILED: {error}", file=sys.stderr)
+        return 1
+    whose = "the checkpoint given" if note else f"the checkpoint {url} publishes"
+    quorum = ", and cosigned to the witnesses' quorum" if policy is not None else ""
+    print(f"ok: {len(events)} event(s) receipted by the ledger's key are in the log served at "
+          f"{url} at their positions, and in {whose} ({anchor.size} events, signed by its "
+          f"key{quorum})")
+    return 0
+
+
+def mirror(args: argparse.Namespace) -> int:
+    from ledger.store.replica import Mirrored, SplitView
+    from ledger.trust.checkpoint import load_public_key
+
+    location = locate(args.db)
+    key = load_public_key(Path(_readable(args.public_key)))
+    policy = _policy(args.witnesses) if args.witnesses else None
+    evidence = _writable(args.evidence, "--evidence", location) if args.evidence else None
+
+    def said(mirrored: Mirrored) -> str:
+        return (f"size {mirrored.size}, root {base64.b64encode(mirrored.root).decode()}, "
+                f"{mirrored.added} event(s) added")
+
+    def followed(mirrored: Mirrored) -> None:
+        lag = mirrored.lag
+        print(f"{said(mirrored)}, lag {lag:.2f} s" if lag is not None else said(mirrored),
+              flush=True)
+
+    def unreachable(reason: str, retry: float) -> None:
+        print(f"ledger mirror: {reason}; trying again in {retry:g} s", file=sys.stderr, flush=True)
+
+    with LedgerService(location) as service, progress.Ticks("mirror") as tick:
+        try:
+            if args.follow:
+                service.follow(args.url, key, policy, report=followed, unreachable=unreachable,
+                               tick=tick)
+                return 0
+            print(said(service.mirror(args.url, key, policy, tick=tick)))
+        except SplitView as split:
+            path = evidence or _writable(f"split-view-{split.size}.json", "--evidence", location)
+            path.write_text(as_json(split.evidence) + "\n", encoding="utf-8")
+            print(f"{split}; evidence written to {path}", file=sys.stderr)
+            return 1
+    return 0
+
+
+def _policy(path: str) -> Any:
+    """The witness policy file (C2SP tlog-policy); exit 2 naming each bad line."""
+    from ledger.trust.policy import read_policy
+
+    return read_policy(_readable(path))
+
+
+def check_evidence(args: argparse.Namespace) -> int:
+    import json
+
+    from ledger.trust.checkpoint import load_public_key
+    from ledger.trust.evidence import NotProven, check
+
+    key = load_public_key(Path(_readable(args.public_key)))
+    text = _readable(args.evidence).read_bytes()
+    try:
+        proven = check(json.loads(text), key)
+    except (ValueError, RecursionError) as error:
+        reason = str(error) if isinstance(error, NotProven) else f"not JSON ({error})"
+        print(f"ledger check-evidence: NOT PROVEN: {reason}", file=sys.stderr)
+        return 1
+    print(f"ok: {proven}")
     return 0
 
 
 def serve(args: argparse.Namespace) -> int:
     from ledger.http.server import serve as run
 
+    if args.witnesses and not args.key:
+        raise BadInput("--witnesses needs --key: witnesses cosign only checkpoints the log signed")
     return run(locate(args.db), host=args.host, port=args.port, key_file=args.key,
-               body_seconds=args.body_timeout, queue=args.queue)
+               body_seconds=args.body_timeout, queue=args.queue, witnesses=args.witnesses,
+               checkpoint_interval=args.checkpoint_interval)
 
 
 def keygen(args: argparse.Namespace) -> int:
     from ledger.trust.checkpoint import generate_key_pair
 
+    if args.cosigner:
+        return keygen_cosigner(args)
+    if args.name:
+        raise BadInput("--name is the name in a witness's vkey: it goes with --cosigner")
     prefix = _writable(args.prefix, "PREFIX", locate(args.db))
     for made in (prefix.with_suffix(".key"), prefix.with_suffix(".pub")):
         _writable(str(made), "PREFIX", locate(args.db))
@@ -456,6 +694,44 @@ def keygen(args: argparse.Namespace) -> int:
     print(f"wrote {secret} (keep it secret) and {public} (publish it)")
     print(public_key_line(secret))
     return 0
+
+
+def keygen_cosigner(args: argparse.Namespace) -> int:
+    """A witness's key: NAME.key and NAME.vkey; the vkey is all that is printed on stdout."""
+    from ledger.trust.witness_key import generate_cosigner_key, vkey_path
+
+    location = locate(args.db)
+    secret = _writable(f"{args.prefix}.key", "NAME", location)
+    _writable(str(vkey_path(secret)), "NAME", location)
+    cosigner = generate_cosigner_key(secret, args.name or secret.with_suffix("").name)
+    print(f"wrote {secret} (keep it secret) and {vkey_path(secret)} (publish it)", file=sys.stderr)
+    print(cosigner.vkey())
+    return 0
+
+
+def witness_serve(args: argparse.Namespace) -> int:
+    from ledger.http.witness import serve as run
+    from ledger.trust.checkpoint import load_log_verifier
+    from ledger.trust.witness import Witness, WitnessState
+    from ledger.trust.witness_key import load_cosigner
+
+    key = Path(args.key)
+    cosigner = load_cosigner(key)
+    logs: dict[str, Any] = {}
+    for given in args.log:
+        origin, equals, file = given.rpartition("=")
+        if not equals or not origin or not file:
+            raise BadInput(f"--log {given!r}: expected ORIGIN=FILE (the log's origin line and its "
+                           "public key, PEM or vkey)")
+        if any(ord(c) < 0x20 for c in origin):
+            raise BadInput(f"--log {given!r}: an origin is one line of text")
+        if origin in logs:
+            raise BadInput(f"--log: origin {origin!r} is given twice")
+        logs[origin] = load_log_verifier(_readable(file))
+    state = Path(args.state) if args.state else key.with_suffix(".state")
+    _writable(str(state), "--state")
+    witness = Witness(cosigner, logs, WitnessState(state))
+    return run(witness, host=args.host, port=args.port)
 
 
 def public_key_line(secret: Path) -> str:

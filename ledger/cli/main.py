@@ -7,6 +7,7 @@ stderr; a traceback is shown only with LEDGER_DEBUG=1.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -124,6 +125,18 @@ def _build_parser(only: str | None) -> Parser:
     p = command("seats", "the seat allocation of the tally", "ledger seats --stage final",
                 commands.seats)
     _query_options(p, stage=True)
+    p = command("forensics", "election forensics of the protocols the tally counts: integer "
+                "percentages, the turnout x share fingerprint, last digits",
+                "ledger forensics --choice ur --format json", commands.forensics)
+    p.add_argument("--choice", metavar="ID", help="the choice whose share is looked at "
+                   "(default: the one with the most votes in the tally)")
+    _query_options(p, stage=True)
+    p = command("estimate", "the final result estimated from the protocols counted so far, "
+                "with intervals", "ledger estimate --as-of 2030-04-07T22:00:00+02:00",
+                commands.estimate)
+    p.add_argument("--confidence", type=_fraction, default=0.95, metavar="P",
+                   help="the intervals' confidence, between 0 and 1 (default 0.95)")
+    _query_options(p, stage=True)
     p = command("audit", "per-station timeline, conflicts, control-check failures, "
                 "discrepancies", "ledger audit --station s1", commands.audit)
     p.add_argument("--station", metavar="ID", help=STATION_HELP)
@@ -133,6 +146,10 @@ def _build_parser(only: str | None) -> Parser:
                 commands.withheld)
     _query_options(p)
     p = command("appeals", "appeals and their outcomes", "ledger appeals", commands.appeals)
+    _query_options(p)
+    p = command("reporters", "who has reported what (protocols, withheld requests, appeals), "
+                "and the span of the election's events and protocols",
+                "ledger reporters --as-of 2030-04-07T23:00:00+02:00", commands.reporters)
     _query_options(p)
     p = command("checkpoint", "print a checkpoint (tree size and root hash) to publish or keep; "
                 "it is also recorded in the ledger", "ledger checkpoint --key cec.key > night.ckpt",
@@ -147,6 +164,7 @@ def _build_parser(only: str | None) -> Parser:
                    "extend it")
     p.add_argument("--public-key", metavar="FILE", help="require the checkpoint's signature by "
                    "this Ed25519 public key")
+    _witnesses_option(p)
     p = command("prove", "print an inclusion proof (JSON) that one event is in the log",
                 "ledger prove n1-b --checkpoint night.ckpt > n1.proof", commands.prove)
     p.add_argument("event_id", metavar="EVENT_ID", help="the event's event_id (as `ledger "
@@ -160,6 +178,7 @@ def _build_parser(only: str | None) -> Parser:
                    "lead to its root (default: the root inside the proof)")
     p.add_argument("--public-key", metavar="FILE", help="require the checkpoint's signature by "
                    "this Ed25519 public key")
+    _witnesses_option(p)
     p = command("serve", "serve the ledger over HTTP: the JSON API, a live feed and a live page",
                 "ledger serve --port 8080 --key ledger.key", commands.serve)
     p.add_argument("--host", default="127.0.0.1", help="the address to listen on "
@@ -172,6 +191,11 @@ def _build_parser(only: str | None) -> Parser:
     p.add_argument("--queue", type=_positive, default=None, metavar="N",
                    help="submissions that may wait to be written; beyond that a POST is "
                    "answered 503 with Retry-After (default 1024)")
+    p.add_argument("--witnesses", metavar="POLICY", help="submit each signed checkpoint to the "
+                   "witnesses of this C2SP tlog-policy file and publish at /v1/checkpoint the "
+                   "latest one their quorum cosigned (needs --key)")
+    p.add_argument("--checkpoint-interval", type=_seconds, default=1.0, metavar="SECONDS",
+                   help="sign and submit a checkpoint at most this often (default 1)")
     p = command("check-receipt", "check a receipt from `ledger serve` against the log and, "
                 "optionally, a checkpoint",
                 "ledger check-receipt r.json --public-key ledger.pub --checkpoint night.ckpt",
@@ -179,11 +203,62 @@ def _build_parser(only: str | None) -> Parser:
     p.add_argument("receipt", metavar="RECEIPT", help="a receipt, as `ledger serve` returned it")
     p.add_argument("--public-key", metavar="FILE.pub", required=True,
                    help="the ledger's Ed25519 public key (the server's --key)")
-    p.add_argument("--checkpoint", metavar="FILE", help=CHECKPOINT_HELP)
+    p.add_argument("--checkpoint", metavar="FILE", help=CHECKPOINT_HELP + " (with --url, "
+                   "default: the checkpoint the server publishes, signed by --public-key)")
+    p.add_argument("--url", metavar="URL", help="check against the ledger served at URL (its "
+                   "HTTP API) instead of a local database")
+    _witnesses_option(p)
+    p = command("mirror", "keep a verified replica of a served ledger in the local ledger "
+                "(--db: empty, or already a replica of it); read-only afterwards",
+                "ledger mirror http://127.0.0.1:8080 --public-key ledger.pub --follow",
+                commands.mirror)
+    p.add_argument("url", metavar="URL", help="where the source is served (`ledger serve`)")
+    p.add_argument("--public-key", metavar="LOG.pub", required=True,
+                   help="the log's Ed25519 public key: its checkpoints must be signed by it")
+    p.add_argument("--witnesses", metavar="POLICY", help="a C2SP tlog-policy file: accept only "
+                   "checkpoints cosigned by its quorum of witnesses")
+    p.add_argument("--follow", action="store_true", help="keep following the source's feed, "
+                   "mirroring each new checkpoint (one line each, with its lag); Ctrl-C stops")
+    p.add_argument("--evidence", metavar="FILE", help="where to write the evidence of a split "
+                   "view (default: split-view-SIZE.json)")
+    p = command("check-evidence", "check split-view evidence written by `ledger mirror`, "
+                "offline: exit 0 only if it proves the log's key signed two histories",
+                "ledger check-evidence split-view-120.json --public-key ledger.pub",
+                commands.check_evidence)
+    p.add_argument("evidence", metavar="FILE", help="the evidence (JSON)")
+    p.add_argument("--public-key", metavar="LOG.pub", required=True,
+                   help="the log's Ed25519 public key")
     p = command("keygen", "make an Ed25519 key pair (for checkpoints and signed events); the "
-                "last line printed is the public key in base64, as ReporterRegistered carries it",
-                "ledger keygen cec  (writes cec.key and cec.pub)", commands.keygen)
-    p.add_argument("prefix", metavar="PREFIX", help="writes PREFIX.key and PREFIX.pub")
+                "last line printed is the public key in base64, as ReporterRegistered carries it; "
+                "with --cosigner, a witness's key and its C2SP vkey",
+                "ledger keygen cec  (writes cec.key and cec.pub)   or   ledger keygen golos "
+                "--cosigner  (writes golos.key and golos.vkey)", commands.keygen)
+    p.add_argument("prefix", metavar="PREFIX", help="writes PREFIX.key and PREFIX.pub "
+                   "(with --cosigner: PREFIX.key and PREFIX.vkey)")
+    p.add_argument("--cosigner", action="store_true", help="a witness's key: writes PREFIX.vkey, "
+                   "the C2SP verifier key NAME+ID+base64(0x04 || key), and prints it")
+    p.add_argument("--name", metavar="NAME", help="with --cosigner: the name in the vkey and in "
+                   "every cosignature (default: PREFIX's file name), e.g. witness.example.org/w1")
+    p = sub.add_parser("witness", help="run a witness that cosigns a log's checkpoints "
+                       "(C2SP tlog-witness)", description="A witness cosigns checkpoints of "
+                       "the logs it is given, each only if it extends the last one it cosigned.")
+    witness = p.add_subparsers(dest="witness_command", metavar="COMMAND", parser_class=Parser,
+                               required=True, help="serve: answer POST /add-checkpoint")
+    p = witness.add_parser("serve", help="answer POST /add-checkpoint", description="Answer C2SP "
+                           "tlog-witness POST /add-checkpoint for the logs named by --log.",
+                           epilog="Example: ledger witness serve --key golos.key --log "
+                           "election-ledger/0123456789abcdef=cec.pub --port 8081")
+    p.set_defaults(run=commands.witness_serve)
+    p.add_argument("--key", metavar="W.key", required=True, help="the witness's private key, "
+                   "from `ledger keygen W --cosigner`; its name and key id come from W.vkey beside it")
+    p.add_argument("--log", metavar="ORIGIN=LOG.pub", action="append", required=True,
+                   help="a log to witness: its origin (the first line of its checkpoints) and its "
+                   "public key (PEM, or a vkey); repeat for more logs")
+    p.add_argument("--state", metavar="FILE", help="the SQLite file of what it last cosigned per "
+                   "log (default: W.state beside W.key)")
+    p.add_argument("--host", default="127.0.0.1", help="the address to listen on "
+                   "(default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=_port, default=8081, help="the port to listen on (default: 8081)")
     p = command("sign", "sign each JSON line as its acting reporter and print the signed lines",
                 "ledger sign --key cec.key night.jsonl > night.signed.jsonl", commands.sign)
     p.add_argument("file", metavar="FILE", help="a JSON Lines file, or - for standard input")
@@ -216,6 +291,10 @@ def _build_parser(only: str | None) -> Parser:
     p.add_argument("--authority", default="openelections", metavar="ID",
                    help="the authority recorded as defining the elections and issuing the "
                    "results (default: openelections)")
+    p.add_argument("--skip-invalid", action="store_true",
+                   help="for csv: store the valid rows and write the refused ones to --rejects")
+    p.add_argument("--rejects", metavar="FILE.csv", help="for csv: where --skip-invalid writes "
+                   "each refused row, with its line number and reason")
     p.add_argument("--format", choices=("table", "json"), default="table",
                    help="the summary as a line of text (default) or json")
     p = command("report", "write a self-contained HTML report with charts",
@@ -230,6 +309,12 @@ def _build_parser(only: str | None) -> Parser:
     p.add_argument("--stations", type=_positive, default=None, metavar="N",
                    help="number of polling stations (default: about ten thousand)")
     return parser
+
+
+def _witnesses_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--witnesses", metavar="POLICY", help="count the checkpoint only with "
+                        "the log's signature (--public-key) and valid cosignatures that satisfy "
+                        "this C2SP tlog-policy file's quorum")
 
 
 def _moment_options(parser: argparse.ArgumentParser) -> None:
@@ -267,6 +352,27 @@ def _positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if not 1 <= value <= MAX_STATIONS:
         raise argparse.ArgumentTypeError(f"expected a number from 1 to {MAX_STATIONS:,}, got {value}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, such as 0.95; "
+                                         f"got {text!r}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError(f"expected more than 0 and at most 3600 seconds, got {text}")
     return value
 
 

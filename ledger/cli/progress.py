@@ -58,3 +58,28 @@ class CountedLog:
             for entry in self.log.entries(after=after):
                 bar.update(1)
                 yield entry
+
+
+class Ticks:
+    """A bar told how far a task is (``tick(done, total)``), drawn once the total is known."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self._bar: Any = None
+        self._done = self._total = 0
+
+    def __enter__(self) -> Ticks:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+
+    def __call__(self, done: int, total: int) -> None:
+        if self._bar is None or done < self._done or total != self._total:  # a new task
+            if self._bar is not None:
+                self._bar.__exit__(None, None, None)
+            self._bar, self._done = _bar(total, "event", self.what).__enter__(), 0
+            self._total = total
+        self._bar.update(done - self._done)
+        self._done = done

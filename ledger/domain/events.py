@@ -1,8 +1,11 @@
-"""The eight facts an election ledger records, as msgspec schemas.
+"""The nine facts an election ledger records, as msgspec schemas.
 
 One tagged union on ``type`` means one decode both parses and validates a line: unknown
 fields and types are rejected, counts are bounded non-negative integers and every timestamp
 must carry a UTC offset (``normalised`` then stores it as UTC).
+
+Each type's tag is written out: it is the ``type`` member of every stored event, hashed into
+the Merkle leaves, so it must never follow a class being renamed.
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ class ProtocolLine(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     name: Text
 
 
-class ElectionDefined(Event, tag=True):
+class ElectionDefined(Event, tag="ElectionDefined"):
     name: Text
     seats: Seats
     method: Method
@@ -73,14 +76,14 @@ class ElectionDefined(Event, tag=True):
     control_relations: Annotated[list[Text], msgspec.Meta(max_length=1_000)] | None = None
 
 
-class StationRegistered(Event, tag=True):
+class StationRegistered(Event, tag="StationRegistered"):
     station: Id
     region: Id
     registered_voters: Count | None  # null only where the source does not give it
     district: Id | None = None
 
 
-class ReporterRegistered(Event, tag=True):
+class ReporterRegistered(Event, tag="ReporterRegistered"):
     """A reporter's public key; registering the same reporter again adds a key (rotation)."""
 
     reporter: Id
@@ -88,7 +91,15 @@ class ReporterRegistered(Event, tag=True):
     public_key: PublicKey
 
 
-class ProtocolIssued(Event, tag=True):
+class ReporterKeyRevoked(Event, tag="ReporterKeyRevoked"):
+    """A reporter's key stops speaking for it (v3): signatures by it are refused from here on."""
+
+    reporter: Id
+    public_key: PublicKey
+    reason: Text | None = None
+
+
+class ProtocolIssued(Event, tag="ProtocolIssued"):
     station: Id
     reported_by: Id
     ballots_cast: Count
@@ -102,13 +113,13 @@ class ProtocolIssued(Event, tag=True):
     lines: dict[Id, Count] | None = None  # protocol line id -> count (v2)
 
 
-class ProtocolWithheld(Event, tag=True):
+class ProtocolWithheld(Event, tag="ProtocolWithheld"):
     station: Id
     requested_by: Id
     reason: Text | None = None
 
 
-class ResultAnnounced(Event, tag=True):
+class ResultAnnounced(Event, tag="ResultAnnounced"):
     authority: Id
     stage: Literal["preliminary", "final"]
     scope: Id
@@ -117,7 +128,7 @@ class ResultAnnounced(Event, tag=True):
     seats: dict[Id, Count] | None = None
 
 
-class AppealFiled(Event, tag=True):
+class AppealFiled(Event, tag="AppealFiled"):
     appeal: Id
     filed_by: Id
     grounds: Text
@@ -125,7 +136,7 @@ class AppealFiled(Event, tag=True):
     stations: list[Id] = []
 
 
-class AppealDecided(Event, tag=True):
+class AppealDecided(Event, tag="AppealDecided"):
     appeal: Id
     decision: Literal["upheld", "rejected", "partially_upheld"]
     remedy: Literal["recount", "annul", "none"]
@@ -134,13 +145,27 @@ class AppealDecided(Event, tag=True):
 
 ElectionEvent = (
     ElectionDefined | StationRegistered | ProtocolIssued | ProtocolWithheld | ResultAnnounced
-    | AppealFiled | AppealDecided | ReporterRegistered
+    | AppealFiled | AppealDecided | ReporterRegistered | ReporterKeyRevoked
 )
 EVENT_TYPES: tuple[type[Event], ...] = (
     ElectionDefined, StationRegistered, ProtocolIssued, ProtocolWithheld, ResultAnnounced,
-    AppealFiled, AppealDecided, ReporterRegistered,
+    AppealFiled, AppealDecided, ReporterRegistered, ReporterKeyRevoked,
 )
-TYPE_NAMES = tuple(cls.__name__ for cls in EVENT_TYPES)
+TYPE_NAMES = tuple(cls.__struct_config__.tag for cls in EVENT_TYPES)
+
+# Who speaks in each event. A report names its reporter in one field: that reporter's key must
+# sign it. A registration names the reporter it gives a key to: adding a key to a reporter that
+# holds one is that reporter's own act (signed); an appeal's decision speaks for the election's
+# authority (``ledger.trust.signatures.acting_reporter`` reads this table).
+ACTING_FIELD: dict[type[Event], str] = {
+    ProtocolIssued: "reported_by", ProtocolWithheld: "requested_by", AppealFiled: "filed_by",
+    ResultAnnounced: "authority", ReporterRegistered: "reporter",
+}
+# The operator's acts: they define the election or take a key away, and carry no signature.
+OPERATORS_ACTS: tuple[type[Event], ...] = (ElectionDefined, StationRegistered, ReporterKeyRevoked)
+# Appended only where the ledger lives, never over the network: the operator's acts, and every
+# registration (a first key is the operator's act; a rotation, signed, is appended locally too).
+APPENDED_LOCALLY = frozenset(cls.__struct_config__.tag for cls in (*OPERATORS_ACTS, ReporterRegistered))
 
 decoder = msgspec.json.Decoder(ElectionEvent)
 _encoder = msgspec.json.Encoder(order="sorted")

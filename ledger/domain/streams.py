@@ -17,6 +17,7 @@ from ledger.domain.events import (
     Event,
     ProtocolIssued,
     ProtocolWithheld,
+    ReporterKeyRevoked,
     ReporterRegistered,
     ResultAnnounced,
     StationRegistered,
@@ -36,13 +37,13 @@ def stream_key(event: Event) -> StreamKey:
         return ("station", event.election, event.station)
     if isinstance(event, AppealFiled | AppealDecided):
         return ("appeal", event.election, event.appeal)
-    if isinstance(event, ReporterRegistered):
+    if isinstance(event, ReporterRegistered | ReporterKeyRevoked):
         return reporter_stream(event.election, event.reporter)
     raise TypeError(f"no stream for {type(event).__name__}")  # pragma: no cover
 
 
 def reporter_stream(election: str, reporter: str) -> StreamKey:
-    """A reporter's registrations (its keys) within one election."""
+    """A reporter's key events (registrations and revocations) within one election."""
     return ("reporter", election, reporter)
 
 

@@ -19,10 +19,12 @@ from ledger.domain.events import (
     Event,
     ProtocolIssued,
     ProtocolWithheld,
+    ReporterKeyRevoked,
     ReporterRegistered,
     ResultAnnounced,
     StationRegistered,
 )
+from ledger.domain.keyring import Keyring, key_event_refusal
 from ledger.domain.relations import check_protocol_rules
 
 
@@ -40,6 +42,8 @@ class LedgerState(Protocol):
     def station(self, election: str, station: str) -> StationRegistered | None: ...
     def appeal(self, election: str, appeal: str) -> AppealFiled | None: ...
     def recorded(self, event_id: str) -> Recorded | None: ...
+    def reporter_of(self, election: str, station: str, event_id: str) -> str | None: ...
+    def election_keys(self, election: str) -> Keyring: ...
 
 
 Complaint = tuple[str, str]  # (field, reason)
@@ -54,8 +58,10 @@ def check(event: Event, state: LedgerState) -> list[Complaint]:
         return [("election", f"unknown election {event.election!r}; define it first")]
     if isinstance(event, StationRegistered):
         return _check_registration(event, state)
-    if isinstance(event, ReporterRegistered):
-        return []  # its key's form is checked by the schema; a known key is a restatement
+    if isinstance(event, ReporterRegistered | ReporterKeyRevoked):
+        # The key's form is checked by the schema; here, whose it is and whether it is held.
+        refusal = key_event_refusal(state.election_keys(event.election), event)
+        return [] if refusal is None else [("public_key", refusal)]
     if isinstance(event, ProtocolIssued | ProtocolWithheld):
         problems = _unknown_stations(event.election, [event.station], state, "station")
         if isinstance(event, ProtocolIssued):
@@ -166,7 +172,20 @@ def _check_supersedes(event: ProtocolIssued, state: LedgerState) -> list[Complai
         return [
             ("supersedes", f"{event.supersedes!r} is not a protocol of station {event.station!r}")
         ]
-    return []
+    return supersedes_another_reporter(event, state.reporter_of(event.election, event.station,
+                                                                event.supersedes))
+
+
+def supersedes_another_reporter(event: ProtocolIssued, earlier_by: str | None) -> list[Complaint]:
+    """A report acts only for its reporter: a protocol supersedes only its own reporter's
+    earlier protocol. Otherwise an observer's copy could take the authority's protocol of a
+    station out of the official tally (or the authority an observer's out of its count)."""
+    if earlier_by == event.reported_by:
+        return []
+    return [("supersedes", f"{event.supersedes!r} is a protocol of {earlier_by!r}: a protocol "
+                           f"supersedes only an earlier protocol of its own reporter "
+                           f"({event.reported_by!r}); a reporter's events never change the "
+                           "effect of another's")]
 
 
 def _differs(known: Event, event: Event) -> bool:

@@ -9,10 +9,13 @@ holds up the event loop (and the feed).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import logging
+import math
 from collections.abc import AsyncIterator, Callable
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from starlette.applications import Starlette
@@ -31,6 +34,12 @@ from ledger.http.writer import Busy, GroupCommitWriter, Saturated
 from ledger.input.reader import Problem
 from ledger.service import LedgerService, NotFound, when
 from ledger.store.application import Appended, BatchRejected
+from ledger.store.session import ReadOnlyReplica
+
+logger = logging.getLogger("ledger.serve")
+
+if TYPE_CHECKING:
+    from ledger.witnessing import Witnessing
 
 MAX_BODY_BYTES = 4 << 20       # 4 MiB: a few thousand protocols
 MAX_LINES = 2_000              # per request; one request is planned whole in memory
@@ -115,7 +124,7 @@ Answer = Callable[[LedgerService, Any, str, dict[str, str]], Any]
 def _election_view(allowed: tuple[str, ...], answer: Answer) -> Callable[..., Any]:
     """An endpoint under /v1/elections/{id}: checks the parameters, then answers from memory
     (ledger/http/answers.py) or asks the service, after checking that the election (and
-    station) exist (404)."""
+    station, and reporter) exist (404)."""
 
     async def endpoint(request: Request) -> Response:
         query = _query(request, allowed)
@@ -125,7 +134,7 @@ def _election_view(allowed: tuple[str, ...], answer: Answer) -> Callable[..., An
         election = request.path_params["election"]
 
         def ask(service: LedgerService) -> Any:
-            service.require(election, query.get("station"))
+            service.require(election, query.get("station"), query.get("reporter"))
             return answer(service, at, election, query)
 
         return await _answers(request).respond(request, at, ask)
@@ -141,6 +150,31 @@ seats = _election_view(
     (*MOMENT, "stage", "reporter", "scope"),
     lambda s, at, e, q: s.seats(at, election=e, stage=_stage(q), reporter=q.get("reporter"),
                                 scope=q.get("scope")))
+TALLY_OPTIONS = (*MOMENT, "stage", "reporter", "scope")
+
+
+def _confidence(query: dict[str, str]) -> float:
+    text = query.get("confidence")
+    if text is None:
+        return 0.95
+    try:
+        value = float(text) if len(text) <= 40 else math.nan
+    except ValueError:
+        value = math.nan
+    if not 0 < value < 1:
+        raise Refusal(400, _problem(f"expected a number between 0 and 1, such as 0.95; got "
+                                    f"{text[:40]!r}", "confidence"))
+    return value
+
+
+forensics = _election_view(
+    (*TALLY_OPTIONS, "choice"),
+    lambda s, at, e, q: s.forensics(at, election=e, stage=_stage(q), reporter=q.get("reporter"),
+                                    scope=q.get("scope"), choice=q.get("choice")))
+estimate = _election_view(
+    (*TALLY_OPTIONS, "confidence"),
+    lambda s, at, e, q: s.estimate(at, election=e, stage=_stage(q), reporter=q.get("reporter"),
+                                   scope=q.get("scope"), confidence=_confidence(q)))
 audit = _election_view(
     (*MOMENT, "station"), lambda s, at, e, q: s.audit(at, election=e, station=q.get("station")))
 history = _election_view(
@@ -148,6 +182,7 @@ history = _election_view(
     lambda s, at, e, q: {"events": s.history(at, election=e, station=q.get("station"))})
 withheld = _election_view(MOMENT, lambda s, at, e, q: s.withheld(at, election=e))
 appeals = _election_view(MOMENT, lambda s, at, e, q: {"appeals": s.appeals(at, election=e)})
+reporters = _election_view(MOMENT, lambda s, at, e, q: s.reporters(at, election=e))
 
 
 # -- for auditors and mirrors ----------------------------------------------------------------
@@ -171,19 +206,46 @@ def log(request: Request) -> Response:
     limit = _whole_number(query, "limit", 1_000, MAX_LOG_LIMIT)
     service = _service(request)
     head = service.head()
-    rows = service.log(after, limit)
-    # The stored payload is a JSON object ({"recorded_at", "event"}); the position goes in
-    # front of it, so each line carries the event exactly as stored.
-    body = b"".join(b'{"position":%d,' % position + state.lstrip()[1:] + b"\n"
-                    for position, state in rows)
+    # Each line carries what its Merkle leaf hashes (ledger/trust/logrow.py).
+    body = service.log(after, limit)
     return Response(body, media_type="application/x-ndjson", headers={"X-Ledger-Head": str(head)})
 
 
 def checkpoint(request: Request) -> Response:
     _query(request, ())
     state = request.app.state
-    note = _service(request).checkpoint(state.key, state.key_name)
-    return PlainTextResponse(note.text())
+    if state.witnessing is not None:
+        published = state.witnessing.checkpoint()
+        if published is None:
+            raise Refusal(503, _problem("no checkpoint has been cosigned by the witnesses' "
+                                        "quorum yet; see /v1/witnesses"),
+                          {"Retry-After": RETRY_AFTER_SECONDS})
+        return PlainTextResponse(published)
+    # A replica's is its source's note, verbatim (with every cosignature it came with).
+    return PlainTextResponse(_service(request).published_checkpoint(state.key, state.key_name))
+
+
+def witnesses(request: Request) -> Response:
+    """Whom the ledger asks to cosign its checkpoints, and how each answered last."""
+    _query(request, ())
+    witnessing = request.app.state.witnessing
+    if witnessing is None:
+        return _json({"quorum": None, "latest_size": None, "published_size": None,
+                      "witnesses": []})
+    return _json(witnessing.status())
+
+
+def consistency(request: Request) -> Response:
+    query = _query(request, ("from", "to"))
+    for name in ("from", "to"):
+        if name not in query:
+            raise Refusal(400, _problem("needed: the two sizes, ?from=M&to=N", name))
+    old, new = _whole_number(query, "from", 0), _whole_number(query, "to", 0)
+    try:
+        proof = _service(request).consistency(old, new)
+    except BadInput as error:
+        raise Refusal(400, _problem(str(error), "from")) from None
+    return PlainTextResponse("".join(base64.b64encode(h).decode() + "\n" for h in proof))
 
 
 def proof(request: Request) -> Response:
@@ -221,6 +283,7 @@ async def _read_body(request: Request) -> bytes:
 
 async def post_events(request: Request) -> Response:
     _query(request, ())
+    await _refuse_on_replica(request)
     body = await _read_body(request)
     if sum(1 for line in body.split(b"\n") if line.strip()) > MAX_LINES:
         raise Refusal(413, _problem(f"more than {MAX_LINES} lines in one request; split it"))
@@ -250,6 +313,8 @@ async def post_events(request: Request) -> Response:
     except Busy:
         raise Refusal(503, _problem("the ledger is busy with another writer; retry shortly"),
                       {"Retry-After": RETRY_AFTER_SECONDS}) from None
+    except ReadOnlyReplica as refused:
+        raise Refusal(405, _problem(str(refused)), {"Allow": "GET"}) from None
     outcome = appended.outcome
     reply: dict[str, Any] = {
         "appended": appended.count,
@@ -264,8 +329,23 @@ async def post_events(request: Request) -> Response:
 
         origin = request.app.state.origin or await run_in_threadpool(_service(request).origin)
         request.app.state.origin = origin  # a log's origin never changes once it has an event
-        reply["receipt"] = issue(origin, appended.written, key)
+        # Lines already recorded are receipted at the positions the log holds them: a
+        # reporter whose answer was lost (a crash, a dropped connection) sends again and
+        # gets the receipt it never saw.
+        written = sorted((*appended.written, *appended.known), key=lambda w: w.position)
+        reply["receipt"] = issue(origin, written, key)
     return _json(reply)
+
+
+async def _refuse_on_replica(request: Request) -> None:
+    """A replica holds its source's log and nothing else: it takes no writes (405)."""
+    state = request.app.state
+    if state.replica_of is None:
+        held = await run_in_threadpool(_service(request).held)
+        if held is None:
+            return
+        state.replica_of = held  # a replica never stops being one
+    raise Refusal(405, _problem(str(ReadOnlyReplica(state.replica_of))), {"Allow": "GET"})
 
 
 # -- live ------------------------------------------------------------------------------------
@@ -280,6 +360,34 @@ async def feed(request: Request) -> Response:
 
 def page(request: Request) -> Response:
     return HTMLResponse(resources.files("ledger.http").joinpath("live.html").read_text("utf-8"))
+
+
+MIRRORED_POLL = 0.25  # seconds between looks at a replica's head
+
+
+async def _announce_mirrored(app: Starlette, announced: int) -> None:
+    """On a replica the log grows by another process (``ledger mirror --follow``): announce
+    on the feed what it adds beyond ``announced``, so that a replica of this one can follow
+    it in turn."""
+    state, service = app.state, app.state.service
+    polls = 0
+    while not state.stopping():
+        await asyncio.sleep(MIRRORED_POLL)
+        polls += 1
+        try:
+            if state.replica_of is None:
+                if polls % 8 != 1:  # an empty ledger may become a replica: look now and then
+                    continue
+                state.replica_of = await run_in_threadpool(service.held)
+                if state.replica_of is None:
+                    continue
+            head = await run_in_threadpool(service.head)
+        except Exception as error:  # the next look may do better; never end the server
+            logger.warning("could not read the replica's head: %s", error)
+            continue
+        if head > announced:
+            state.feed.publish(announced + 1, head)
+            announced = head
 
 
 # -- errors ----------------------------------------------------------------------------------
@@ -324,12 +432,17 @@ ROUTES = [
     Route("/v1/elections", elections),
     Route("/v1/elections/{election}/tally", tally),
     Route("/v1/elections/{election}/seats", seats),
+    Route("/v1/elections/{election}/forensics", forensics),
+    Route("/v1/elections/{election}/estimate", estimate),
     Route("/v1/elections/{election}/audit", audit),
     Route("/v1/elections/{election}/withheld", withheld),
     Route("/v1/elections/{election}/appeals", appeals),
     Route("/v1/elections/{election}/history", history),
+    Route("/v1/elections/{election}/reporters", reporters),
     Route("/v1/log", log),
     Route("/v1/checkpoint", checkpoint),
+    Route("/v1/consistency", consistency),
+    Route("/v1/witnesses", witnesses),
     Route("/v1/proof/{event_id:path}", proof),
     Route("/v1/feed", feed),
     Route("/v1/events", post_events, methods=["POST"]),
@@ -337,7 +450,8 @@ ROUTES = [
 
 
 def create_app(service: LedgerService, *, key: Any = None, key_name: str | None = None,
-               body_seconds: float = BODY_SECONDS, capacity: int | None = None) -> Starlette:
+               body_seconds: float = BODY_SECONDS, capacity: int | None = None,
+               witnessing: Witnessing | None = None) -> Starlette:
     """The ASGI app over ``service``; its lifespan starts the writer and, on shutdown,
     drains it and closes the event store."""
     feed_ = Feed()
@@ -350,9 +464,17 @@ def create_app(service: LedgerService, *, key: Any = None, key_name: str | None 
                                    **({"capacity": capacity} if capacity else {}))
         app.state.writer = writer
         writer.start()
+        if witnessing is not None:
+            witnessing.start()
+        # What the log holds now: anything a mirror adds from here on is announced.
+        start = await run_in_threadpool(service.head)
+        watcher = asyncio.create_task(_announce_mirrored(app, start))
         try:
             yield
         finally:
+            watcher.cancel()
+            if witnessing is not None:
+                await run_in_threadpool(witnessing.stop)
             if await run_in_threadpool(writer.stop):
                 service.close()
 
@@ -365,6 +487,8 @@ def create_app(service: LedgerService, *, key: Any = None, key_name: str | None 
     app.state.answers = answers
     app.state.key, app.state.key_name = key, key_name
     app.state.origin = None
+    app.state.replica_of = None
+    app.state.witnessing = witnessing
     app.state.feed = feed_
     app.state.body_seconds = body_seconds
     app.state.stopping = lambda: False

@@ -15,11 +15,9 @@ from typing import Any
 
 import msgspec
 
+from ledger.domain.events import APPENDED_LOCALLY
 from ledger.input.reader import Line, Problem, parse_line
 
-# The operator's events: they define the election, so they are appended locally, never by
-# a reporter over the network.
-DEFINITIONS = frozenset({"ElectionDefined", "StationRegistered", "ReporterRegistered"})
 SIGNATURE = "signature"
 
 
@@ -62,7 +60,7 @@ def screen(body: bytes) -> Screened:
         except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
             envelope = None  # the decoder below says precisely what is wrong
         if envelope is not None:
-            if isinstance(envelope.type, str) and envelope.type in DEFINITIONS:
+            if isinstance(envelope.type, str) and envelope.type in APPENDED_LOCALLY:
                 forbidden.append(Problem(number, "type", f"{envelope.type} is the operator's: "
                                          "definitions are appended locally, not over HTTP"))
             elif envelope.signature is msgspec.UNSET:

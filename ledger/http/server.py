@@ -13,7 +13,8 @@ from ledger.store.config import Location
 
 
 def serve(location: Location, *, host: str, port: int, key_file: str | None = None,
-          body_seconds: float | None = None, queue: int | None = None) -> int:
+          body_seconds: float | None = None, queue: int | None = None,
+          witnesses: str | None = None, checkpoint_interval: float = 1.0) -> int:
     """Serve until SIGINT or SIGTERM (uvicorn's handlers), then drain the writer and close
     the event store (the app's lifespan)."""
     import uvicorn
@@ -22,11 +23,24 @@ def serve(location: Location, *, host: str, port: int, key_file: str | None = No
     from ledger.trust.checkpoint import load_private_key
 
     key = load_private_key(Path(key_file)) if key_file else None
+    policy = None
+    if witnesses:
+        from ledger.trust.policy import read_policy
+
+        policy = read_policy(Path(witnesses))  # a bad line: exit 2 before anything listens
     # Bound here, before uvicorn starts: a port in use is then one line and exit 1, not
     # uvicorn's log and its own exit code.
     listening = listen(host, port)
     service = LedgerService(location, unsynced_read_models=True)
-    app = create_app(service, key=key, body_seconds=body_seconds or BODY_SECONDS, capacity=queue)
+    witnessing = None
+    if policy is not None and key is not None:
+        from ledger.witnessing import Witnessing
+
+        witnessing = Witnessing(policy, key.public_key(),
+                                sign=lambda: service.checkpoint(key), consistency=service.consistency,
+                                record=service.record_checkpoint, interval=checkpoint_interval)
+    app = create_app(service, key=key, body_seconds=body_seconds or BODY_SECONDS, capacity=queue,
+                     witnessing=witnessing)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
                             lifespan="on", timeout_graceful_shutdown=10,
                             # Request lines and headers are small; bodies are limited by the app.

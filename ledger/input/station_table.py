@@ -8,13 +8,15 @@ figure; a list of columns means their sum (counts) or their values joined with `
 come out as reader ``Line``s numbered by the CSV line, so the ordinary append path
 checks, flags and stores them atomically, and every problem reads ``line N: column: why``.
 
-Rows are streamed: memory holds one chunk of events, never the file.
+Rows are streamed: memory holds one chunk of events, never the file (and the station ids
+seen so far, to refuse a station given twice).
 """
 
 from __future__ import annotations
 
 import codecs
 import csv
+import io
 import re
 import tomllib
 from collections.abc import Callable, Iterator
@@ -26,7 +28,7 @@ import msgspec
 
 from ledger.domain.events import MAX_COUNT, ElectionDefined, Timestamp
 from ledger.errors import BadInput
-from ledger.input.reader import MAX_LINE_BYTES, Line, Problem, parse_line
+from ledger.input.reader import MAX_LINE_BYTES, InputTooLarge, Line, Problem, parse_line
 
 Columns = tuple[str, ...]  # one column, or several to add up (or join, for the station)
 
@@ -162,60 +164,87 @@ def undefined_in(table_map: TableMap, election: ElectionDefined) -> list[Problem
     ]
 
 
-def read_station_table(
-    path: Path, table_map: TableMap, *, known_station: Callable[[str], bool]
-) -> Iterator[Line]:
-    """The events of every row of ``path``, in order, or problems naming line and column.
+class StationTable:
+    """The events of every row of a table, in order, or problems naming line and column.
 
     ``known_station(id)`` says whether the ledger held the station before this import:
-    only stations it did not know are registered (with the row's registered voters)."""
-    # utf-8-sig reads files with and without a byte-order mark alike.
-    encoding = "utf-8-sig" if codecs.lookup(table_map.encoding).name == "utf-8" else table_map.encoding
-    with path.open("rb") as handle:
-        text = _decoded_lines(handle, encoding)
-        rows = csv.reader(text, delimiter=table_map.delimiter, strict=True)
-        try:
-            yield from _Rows(table_map, known_station).run(rows)
-        except _Unreadable as error:
-            yield Line(error.number, b"", None, Problem(error.number, None, error.reason))
-        except csv.Error as error:
-            yield Line(rows.line_num, b"", None, Problem(rows.line_num, None, f"unreadable CSV: {error}"))
+    only stations it did not know are registered (with the row's registered voters). A
+    row's problems (a bad cell, a station given twice, bytes the encoding cannot decode)
+    refuse that row alone, so ``--skip-invalid`` can set it aside and go on; what stops the
+    reading itself (a line too long, CSV that cannot be parsed) refuses the whole import.
+    ``header`` is the file's header once it is read (for a rejects file)."""
+
+    def __init__(self, path: Path, table_map: TableMap, *,
+                 known_station: Callable[[str], bool]) -> None:
+        self.path, self.map, self.known_station = path, table_map, known_station
+        self.header: list[str] = []
+
+    def __iter__(self) -> Iterator[Line]:
+        # utf-8-sig reads files with and without a byte-order mark alike.
+        encoding = self.map.encoding
+        if codecs.lookup(encoding).name == "utf-8":
+            encoding = "utf-8-sig"
+        undecodable: dict[int, str] = {}
+        with self.path.open("rb") as handle:
+            text = _decoded_lines(handle, encoding, undecodable)
+            rows = csv.reader(text, delimiter=self.map.delimiter, strict=True)
+            try:
+                yield from _Rows(self, undecodable).run(rows)
+            except csv.Error as error:
+                raise BadInput(f"line {rows.line_num}: unreadable CSV: {error}") from None
 
 
-class _Unreadable(Exception):
-    def __init__(self, number: int, reason: str) -> None:
-        super().__init__(reason)
-        self.number, self.reason = number, reason
+def read_station_table(
+    path: Path, table_map: TableMap, *, known_station: Callable[[str], bool]
+) -> StationTable:
+    return StationTable(path, table_map, known_station=known_station)
 
 
-def _decoded_lines(handle: IO[bytes], encoding: str) -> Iterator[str]:
+def _decoded_lines(handle: IO[bytes], encoding: str, undecodable: dict[int, str]) -> Iterator[str]:
     """The file's lines as text, decoded one line at a time so that an undecodable byte is
-    reported on its own line (a text wrapper decodes whole blocks ahead of the reader)."""
+    reported on its own line (a text wrapper decodes whole blocks ahead of the reader). Such
+    a line is passed on with replacement characters and noted in ``undecodable``."""
     decoder = codecs.getincrementaldecoder(encoding)()
     number = 0
     while raw := handle.readline(MAX_LINE_BYTES + 1):
         number += 1
         if len(raw) > MAX_LINE_BYTES:
-            raise _Unreadable(number, f"longer than {MAX_LINE_BYTES} bytes")
+            raise InputTooLarge(f"line {number}: longer than {MAX_LINE_BYTES} bytes")
         try:
             yield decoder.decode(raw)
         except UnicodeDecodeError as error:
-            raise _Unreadable(number, f"not valid {encoding.removesuffix('-sig')} "
-                                      f"(byte {error.start + 1} of the line)") from None
+            undecodable[number] = (f"not valid {encoding.removesuffix('-sig')} "
+                                   f"(byte {error.start + 1} of the line)")
+            decoder.reset()
+            yield raw.decode(encoding, "replace")
+
+
+def row_text(cells: list[str]) -> bytes:
+    """A row as one CSV line (quoted where needed): what a rejects file gives back."""
+    out = io.StringIO()
+    csv.writer(out, lineterminator="").writerow(cells)
+    return out.getvalue().encode("utf-8", "replace")
 
 
 class _Rows:
-    def __init__(self, table_map: TableMap, known_station: Callable[[str], bool]) -> None:
-        self.map = table_map
-        self.known_station = known_station
+    def __init__(self, table: StationTable, undecodable: dict[int, str]) -> None:
+        self.table = table
+        self.map = table.map
+        self.known_station = table.known_station
+        self.undecodable = undecodable
         self.index: dict[str, int] = {}
+        self.seen: dict[str, int] = {}  # station id -> the line that gave it first
 
     def run(self, rows: Any) -> Iterator[Line]:
         header = next(rows, None)
         if header is None:
             yield Line(1, b"", None, Problem(1, None, "the file is empty; expected a header line"))
             return
+        if 1 in self.undecodable:
+            yield Line(1, b"", None, Problem(1, None, self.undecodable[1]))
+            return
         names = [name.strip() for name in header]
+        self.table.header = names
         problems = []
         for column in self.map.columns():
             if names.count(column) > 1:
@@ -227,13 +256,19 @@ class _Rows:
                 yield Line(1, b"", None, problem)
             return
         self.index = {name: at for at, name in enumerate(names)}
+        last = rows.line_num
         for cells in rows:
+            first, last = last + 1, rows.line_num
+            bad = [self.undecodable[n] for n in range(first, last + 1) if n in self.undecodable]
+            if bad:
+                yield Line(last, row_text(cells), None, Problem(last, None, bad[0]))
+                continue
             if not any(cell.strip() for cell in cells):
                 continue
-            yield from self._row(rows.line_num, cells, len(names))
+            yield from self._row(last, cells, len(names))
 
     def _row(self, number: int, cells: list[str], width: int) -> Iterator[Line]:
-        text = ",".join(cells).encode("utf-8", "replace")
+        text = row_text(cells)
         if len(cells) != width:
             yield Line(number, text, None, Problem(
                 number, None, f"expected {width} cells as in the header, got {len(cells)}"))
@@ -254,14 +289,20 @@ class _Rows:
             return total
 
         def joined(columns: Columns) -> str:
+            # A composite id may have empty parts (Russia 2021's remote e-voting rows leave
+            # the last of four id columns empty), as long as some part is not empty.
             parts = [cells[self.index[c]].strip() for c in columns]
-            for column, part in zip(columns, parts, strict=True):
-                if not part:
-                    problems.append(Problem(number, column, "empty; an id is needed here"))
+            if not any(parts):
+                also = f" (and so is {', '.join(columns[1:])})" if len(columns) > 1 else ""
+                problems.append(Problem(number, columns[0], f"empty{also}; an id is needed here"))
             return "/".join(parts)
 
         m = self.map
         station, region = joined(m.station), joined(m.region)
+        if (any(cells[self.index[c]].strip() for c in m.station)
+                and (first := self.seen.setdefault(station, number)) != number):
+            problems.append(Problem(number, "/".join(m.station), f"station {station!r} is "
+                                    f"already given by line {first}: one row per station"))
         district = joined(m.district) if m.district else None
         figures = {name: count(getattr(m, name)) for name in COUNT_FIELDS}
         votes = {choice: count(columns) for choice, columns in m.votes.items()}
@@ -280,6 +321,8 @@ class _Rows:
             return
         common = {"election": m.election, "occurred_at": occurred_at, "station": station}
         if not self.known_station(station):
+            # No text of its own: the row's bytes are counted (and given back) once, with
+            # its protocol, which is refused too if this registration is.
             yield _line(number, b"", {
                 "type": "StationRegistered", **common, "region": region, "district": district,
                 "registered_voters": figures["registered_voters"],

@@ -46,6 +46,9 @@ class Appended:
     first_position: int | None
     last_position: int | None
     written: tuple[Written, ...] = ()  # filled by ``append_each`` only
+    # The lines already recorded, where the log holds them (``append_each`` only): a reporter
+    # who resends after a lost answer gets the receipt it missed.
+    known: tuple[Written, ...] = ()
 
     @property
     def count(self) -> int:
@@ -83,6 +86,7 @@ class Ledger(Application):
         """
         first = last_position = None
         with self.recorder.writing() as session:
+            session.refuse_if_replica()
             recorded_at = _recorded_at(session)
             state = BatchState(session)
             planner = Planner(state, recorded_at, keep_rejected=skip_invalid)
@@ -109,10 +113,11 @@ class Ledger(Application):
         """
         results: list[Appended | BatchRejected] = []
         with self.recorder.writing() as session:
+            session.refuse_if_replica()
             recorded_at = _recorded_at(session)
             state = BatchState(session)
             for lines in batches:
-                planner = Planner(state, recorded_at, keep_rejected=False)
+                planner = Planner(state, recorded_at, keep_rejected=False, remember_known=True)
                 entries = [e for chunk in _chunked(lines, CHUNK_LINES) for e in planner.add(chunk)]
                 if planner.outcome.problems:
                     state.forget()
@@ -124,6 +129,7 @@ class Ledger(Application):
                     positions[-1] if positions else None,
                     tuple(Written(p, e.event_id, leaf_hash(entry_bytes(p, e.stored)))
                           for p, e in zip(positions, entries, strict=True)),
+                    _known(session, planner.outcome.known),
                 ))
         return results
 
@@ -151,6 +157,19 @@ def _recorded_at(session: WriteSession) -> datetime:
     last = session.last_recorded_at()
     now = utc_now()
     return max(now, last) if last else now
+
+
+def _known(session: WriteSession, event_ids: Sequence[str]) -> tuple[Written, ...]:
+    """Where the log holds these already recorded events, and their leaves."""
+    if not event_ids:
+        return ()
+    located = session.located(event_ids)
+    found = []
+    for event_id in dict.fromkeys(event_ids):
+        if event_id in located:
+            position, leaf = located[event_id]
+            found.append(Written(position, event_id, session.read_leaves(leaf, leaf + 1)[0]))
+    return tuple(found)
 
 
 def _chunked(lines: Iterable[Line], size: int) -> Iterator[list[Line]]:

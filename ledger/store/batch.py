@@ -18,6 +18,7 @@ from ledger.domain.events import (
     ElectionDefined,
     Event,
     ProtocolIssued,
+    ReporterKeyRevoked,
     ReporterRegistered,
     StationRegistered,
     content_digest,
@@ -25,6 +26,7 @@ from ledger.domain.events import (
     normalised,
     station_of,
 )
+from ledger.domain.keyring import KEY_EVENTS, Keyring
 from ledger.domain.relations import protocol_failures
 from ledger.domain.streams import StreamKey, reporter_stream, stream_id, stream_key
 from ledger.domain.validation import Recorded, check, is_restatement
@@ -32,7 +34,6 @@ from ledger.input.reader import Line, Problem
 from ledger.store.codec import Entry, LedgerMapper, decode_payload
 from ledger.store.session import Accepted, WriteSession
 from ledger.trust.signatures import (
-    Keyring,
     SignatureRefused,
     authenticate,
     reporters_named,
@@ -53,6 +54,8 @@ class Outcome:
     # Kept only for a rejects file, each line with all its own reasons.
     rejected_lines: list[tuple[Line, list[Problem]]] = field(default_factory=list)
     flagged: list[Problem] = field(default_factory=list)
+    # The event ids of lines already recorded, when the planner is asked to remember them.
+    known: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,10 @@ class BatchState:
         self._heads: dict[StreamKey, int] = {}
         self._recorded: dict[str, Recorded | None] = {}
         self.keyring = Keyring()
+        # Who reported each protocol of the stations read so far, and of this chunk's own
+        # accepted protocols: what a ``supersedes`` may name depends on it.
+        self._reporters: dict[str, str] = {}
+        self._stations_read: set[tuple[str, str]] = set()
 
     def forget(self, *, keep_definitions: bool = False) -> None:
         """Drop the caches. Safe once the batch's accepted lines are written (the session
@@ -106,11 +113,18 @@ class BatchState:
         self._heads.clear()
         self._recorded.clear()
         self.keyring.forget()
+        self._reporters.clear()
+        self._stations_read.clear()
 
     def prefetch(self, candidates: Sequence[Candidate]) -> None:
         self._load_definitions({k for c in candidates for k in _referenced(c.event)})
         self.load_keys({(c.event.election, reporter) for c in candidates
                         for reporter in reporters_named(c.event, self.election(c.event.election))})
+        for election in {c.event.election for c in candidates
+                         if isinstance(c.event, ReporterRegistered | ReporterKeyRevoked)}:
+            self.election_keys(election)
+        self._read_stations({(c.event.election, c.event.station) for c in candidates
+                             if isinstance(c.event, ProtocolIssued) and c.event.supersedes})
         keys = list({stream_key(c.event) for c in candidates} - self._heads.keys())
         heads = self.session.heads([stream_id(k) for k in keys])
         for key in keys:
@@ -131,7 +145,8 @@ class BatchState:
             self._definitions[key] = decode_payload(state).event if state else None
 
     def load_keys(self, pairs: Iterable[tuple[str, str]]) -> None:
-        """Read the stored registrations of these (election, reporter) pairs into the keyring."""
+        """Read the stored key events of these (election, reporter) pairs (their reporter
+        streams) into the keyring."""
         missing = [p for p in pairs if not self.keyring.known(*p)]
         if not missing:
             return
@@ -139,6 +154,32 @@ class BatchState:
         for election, reporter in missing:
             states = found.get(stream_id(reporter_stream(election, reporter)), [])
             self.keyring.load(election, reporter, [decode_payload(s).event for s in states])  # type: ignore[misc]
+
+    def election_keys(self, election: str) -> Keyring:
+        """The keyring with every key event of ``election`` in it: checking a key event needs
+        every reporter's keys (one key speaks for one reporter). Key events are few; this
+        is read only for a chunk that holds one."""
+        if not self.keyring.complete(election):
+            states = self.session.payloads_of_types(election, KEY_EVENTS)
+            self.keyring.load_election(election, [decode_payload(s).event for s in states])  # type: ignore[misc]
+        return self.keyring
+
+    def _read_stations(self, stations: Iterable[tuple[str, str]]) -> None:
+        missing = [s for s in stations if s not in self._stations_read]
+        if not missing:
+            return
+        found = self.session.stream_payloads([stream_id(("station", *s)) for s in missing])
+        for station in missing:
+            self._stations_read.add(station)
+            for state in found.get(stream_id(("station", *station)), []):
+                event = decode_payload(state).event
+                if isinstance(event, ProtocolIssued):
+                    self._reporters.setdefault(identity(event), event.reported_by)
+
+    def reporter_of(self, election: str, station: str, event_id: str) -> str | None:
+        """Who reported the protocol ``event_id`` of this station, if the ledger holds it."""
+        self._read_stations([(election, station)])
+        return self._reporters.get(event_id)
 
     def _definition(self, key: StreamKey) -> Event | None:
         if key not in self._definitions:
@@ -170,9 +211,11 @@ class BatchState:
             key = stream_key(event)
             if self._definitions.get(key) is None:
                 self._definitions[key] = event
-        if isinstance(event, ReporterRegistered):
+        if isinstance(event, ReporterRegistered | ReporterKeyRevoked):
             self.load_keys([(event.election, event.reporter)])
-            self.keyring.add(event)
+            self.keyring.apply(event)
+        if isinstance(event, ProtocolIssued):
+            self._reporters[event_id] = event.reported_by
         self._recorded[event_id] = Recorded(
             digest=digest, type=type(event).__name__, election=event.election,
             station=station_of(event),
@@ -182,9 +225,11 @@ class BatchState:
 class Planner:
     """Turns lines into entries to write, keeping every decision it made."""
 
-    def __init__(self, state: BatchState, recorded_at: datetime, *, keep_rejected: bool) -> None:
+    def __init__(self, state: BatchState, recorded_at: datetime, *, keep_rejected: bool,
+                 remember_known: bool = False) -> None:
         self.state = state
         self.keep_rejected = keep_rejected
+        self.remember_known = remember_known
         self.recorded_at = recorded_at
         self.mapper = LedgerMapper(transcoder=None)  # type: ignore[arg-type]
         self.outcome = Outcome()
@@ -222,6 +267,8 @@ class Planner:
         if known is not None:
             if known.digest == digest:
                 self.outcome.already_recorded += 1
+                if self.remember_known:
+                    self.outcome.known.append(event_id)
                 return None
             return self._reject(line, [Problem(
                 line.number, "event_id", f"{event_id!r} is already recorded with different content"
@@ -232,7 +279,7 @@ class Planner:
         if complaints:
             return self._reject(line, [Problem(line.number, f, why) for f, why in complaints])
         if is_restatement(event, self.state) or (
-            isinstance(event, ReporterRegistered) and keyring.restates(event)
+            isinstance(event, ReporterRegistered) and keyring.holds(event)
         ):
             self.outcome.already_recorded += 1
             return None

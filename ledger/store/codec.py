@@ -40,7 +40,7 @@ _payload_decoder = msgspec.json.Decoder(Payload)
 # The topic stored with each event is a name in the log's format, not where its class lives
 # today: the Merkle leaf hashes it (``merkle.entry_bytes``), so it is frozen as the first
 # ledgers wrote it, when the schemas lived in the module ``ledger.events``.
-_TOPICS = {cls: f"ledger.events:{cls.__name__}" for cls in ElectionEvent.__args__}
+_TOPICS = {cls: f"ledger.events:{cls.__struct_config__.tag}" for cls in ElectionEvent.__args__}
 
 
 def encode_payload(event: Event, recorded_at: datetime, signed: Signed | None = None,

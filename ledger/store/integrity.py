@@ -52,7 +52,7 @@ def verify(recorder: Any, tree: IntegrityIndex, checkpoint: Checkpoint | None = 
     size = _verify_leaves(recorder, tree)
     _verify_interior(tree, size)
     root = merkle.root_hash(size, tree.read_node)
-    for anchor in filter(None, [checkpoint, _recorded(tree)]):
+    for anchor in filter(None, [checkpoint, _recorded(tree), _held(tree)]):
         _verify_extends(tree, size, root, anchor)
     return Verified(size, root, checkpoint)
 
@@ -60,6 +60,12 @@ def verify(recorder: Any, tree: IntegrityIndex, checkpoint: Checkpoint | None = 
 def _recorded(tree: IntegrityIndex) -> Checkpoint | None:
     latest = tree.latest_checkpoint()
     return Checkpoint("recorded", latest[0], latest[1]) if latest else None
+
+
+def _held(tree: IntegrityIndex) -> Checkpoint | None:
+    """A replica's latest accepted checkpoint: signed by its source, so it must still hold."""
+    held = tree.held()
+    return Checkpoint("held", held.size, held.root) if held else None
 
 
 def _stored_nodes(tree: IntegrityIndex, level: int) -> Iterator[tuple[int, bytes]]:
@@ -155,7 +161,9 @@ def _verify_interior(tree: IntegrityIndex, size: int) -> None:
 
 
 def _verify_extends(tree: IntegrityIndex, size: int, root: bytes, anchor: Checkpoint) -> None:
-    what = "the checkpoint" if anchor.origin != "recorded" else "the last checkpoint recorded"
+    what = {"recorded": "the last checkpoint recorded",
+            "held": "the source's checkpoint this replica accepted last"}.get(anchor.origin,
+                                                                            "the checkpoint")
     if anchor.size > size:
         raise IntegrityFailure(
             f"the log has {size} events but {what} commits to {anchor.size}: "

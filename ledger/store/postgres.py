@@ -20,7 +20,14 @@ from psycopg.sql import SQL, Composed, Identifier
 
 from ledger.domain.validation import Recorded
 from ledger.store.codec import decode_payload
-from ledger.store.session import Accepted, IntegrityIndex, LedgerBusy, MissingNode, WriteSession
+from ledger.store.session import (
+    Accepted,
+    Held,
+    IntegrityIndex,
+    LedgerBusy,
+    MissingNode,
+    WriteSession,
+)
 
 _SCHEMA_LOCK = 0x4C45444745520001  # "LEDGER" + 1: serialises first-time table creation
 
@@ -32,8 +39,10 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
         self.index_table = f"{prefix}_index"
         self.merkle_table = f"{prefix}_merkle"
         self.checkpoints_table = f"{prefix}_checkpoints"
+        self.replica_table = f"{prefix}_replica"
         tables = {"events": self.events_table_name, "index": self.index_table,
-                  "merkle": self.merkle_table, "checkpoints": self.checkpoints_table}
+                  "merkle": self.merkle_table, "checkpoints": self.checkpoints_table,
+                  "replica": self.replica_table}
         names = {
             "schema": Identifier(self.datastore.schema),
             "refuse": Identifier(f"{self.index_table}_refuse_change"),
@@ -55,6 +64,11 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
                 "idx bigint NOT NULL, hash bytea NOT NULL, PRIMARY KEY (level, idx))",
                 "CREATE TABLE IF NOT EXISTS {schema}.{checkpoints} (size bigint NOT NULL, "
                 "root bytea NOT NULL, issued_at text NOT NULL, note text NOT NULL)",
+                # A replica's accepted checkpoints (ledger mirror); created last of the tables,
+                # so that its presence means every table is there (``_tables_exist``).
+                "CREATE TABLE IF NOT EXISTS {schema}.{replica} (size bigint NOT NULL, "
+                "root bytea NOT NULL, origin text NOT NULL, note text NOT NULL, "
+                "source text NOT NULL, accepted_at text NOT NULL)",
                 "CREATE OR REPLACE FUNCTION {schema}.{refuse}() RETURNS trigger "
                 "LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION "
                 "'the ledger is append-only: % on % refused', TG_OP, TG_TABLE_NAME; END $$",
@@ -81,6 +95,19 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
             )
             return [(row["notification_id"], bytes(row["state"])) for row in cursor.fetchall()]
 
+    def select_entries(self, after: int, limit: int) -> list[tuple[int, str, int, str, bytes]]:
+        """Up to ``limit`` entries after position ``after``: (position, stream id in hex,
+        version, stored topic, stored payload), everything the Merkle leaf hashes."""
+        with self.datastore.transaction(commit=False) as cursor:
+            cursor.execute(
+                SQL("SELECT notification_id, originator_id, originator_version, topic, state "
+                    "FROM {0} WHERE notification_id > %s ORDER BY notification_id LIMIT %s")
+                .format(self.qualified(self.events_table_name)),
+                (after, limit),
+            )
+            return [(row["notification_id"], row["originator_id"].hex, row["originator_version"],
+                     row["topic"], bytes(row["state"])) for row in cursor.fetchall()]
+
     def integrity_index(self) -> PostgresIntegrityIndex:
         return PostgresIntegrityIndex(self)
 
@@ -106,10 +133,11 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
         self.datastore.register_type_adapters()
 
     def _tables_exist(self) -> bool:
-        # The checkpoints table is created last: if it is there, everything is.
+        # The replica table is created last: if it is there, everything is (a ledger made
+        # before mirrors existed lacks it, and gets it, once, with the same statements).
         with self.datastore.transaction(commit=False) as cursor:
             cursor.execute("SELECT to_regclass(%s) AS found",
-                           (f'"{self.datastore.schema}"."{self.checkpoints_table}"',))
+                           (f'"{self.datastore.schema}"."{self.replica_table}"',))
             return cursor.fetchone()["found"] is not None
 
     @contextmanager
@@ -167,6 +195,16 @@ class PostgresWriteSession(WriteSession):
             found.setdefault(row["originator_id"], []).append(bytes(row["state"]))
         return found
 
+    def payloads_of_types(self, election: str, types: Sequence[str]) -> list[bytes]:
+        self.cursor.execute(
+            SQL(
+                "SELECT e.state FROM {0} i JOIN {1} e ON e.notification_id = i.position "
+                "WHERE i.election = %s AND i.type = ANY(%s) ORDER BY i.position"
+            ).format(self.index, self.events),
+            [election, list(types)],
+        )
+        return [bytes(row["state"]) for row in self.cursor.fetchall()]
+
     def recorded(self, event_ids: Sequence[str]) -> dict[str, Recorded]:
         self.cursor.execute(
             SQL(
@@ -182,6 +220,13 @@ class PostgresWriteSession(WriteSession):
             )
             for row in self.cursor.fetchall()
         }
+
+    def located(self, event_ids: Sequence[str]) -> dict[str, tuple[int, int]]:
+        self.cursor.execute(
+            SQL("SELECT event_id, position, leaf FROM {0} WHERE event_id = ANY(%s)").format(self.index),
+            [list(event_ids)],
+        )
+        return {row["event_id"]: (row["position"], row["leaf"]) for row in self.cursor.fetchall()}
 
     def last_recorded_at(self) -> datetime | None:
         self.cursor.execute(
@@ -216,11 +261,23 @@ class PostgresWriteSession(WriteSession):
         )
 
     def insert_events(
-        self, entries: Sequence[Accepted], recorded_at: datetime, first_leaf: int
+        self, entries: Sequence[Accepted], recorded_at: datetime, first_leaf: int,
+        positions: Sequence[int] | None = None,
     ) -> list[int]:
         stored = [e.stored for e in entries]
-        self.recorder._insert_stored_events(self.cursor, stored)
-        positions = list(self.recorder._fetch_ids_after_insert_events(self.cursor, stored) or [])
+        if positions is None:
+            self.recorder._insert_stored_events(self.cursor, stored)
+            positions = list(self.recorder._fetch_ids_after_insert_events(self.cursor, stored) or [])
+        else:
+            # A replica's positions are its source's, gaps included (a sequence skips the
+            # numbers of rolled-back transactions): given, never drawn from the sequence.
+            self.cursor.executemany(
+                SQL("INSERT INTO {0} (originator_id, originator_version, topic, state, "
+                    "notification_id) VALUES (%s, %s, %s, %s, %s)").format(self.events),
+                [(s.originator_id, s.originator_version, s.topic, s.state, position)
+                 for position, s in zip(positions, stored, strict=True)],
+            )
+            positions = list(positions)
         self.cursor.executemany(
             SQL("INSERT INTO {0} VALUES (%s,%s,%s,%s,%s,%s,%s,%s)").format(self.index),
             [
@@ -230,6 +287,25 @@ class PostgresWriteSession(WriteSession):
             ],
         )
         return positions
+
+    def held(self) -> Held | None:
+        self.cursor.execute(SQL("SELECT * FROM {0} ORDER BY size DESC LIMIT 1").format(
+            self.recorder.qualified(self.recorder.replica_table)))
+        return _held(self.cursor.fetchone())
+
+    def record_held(self, held: Held) -> None:
+        self.cursor.execute(
+            SQL("INSERT INTO {0} VALUES (%s, %s, %s, %s, %s, %s)").format(
+                self.recorder.qualified(self.recorder.replica_table)),
+            (held.size, held.root, held.origin, held.note, held.source, held.accepted_at),
+        )
+
+
+def _held(row: dict[str, Any] | None) -> Held | None:
+    if row is None:
+        return None
+    return Held(row["size"], bytes(row["root"]), row["origin"], row["note"], row["source"],
+                row["accepted_at"])
 
 
 class PostgresIntegrityIndex(IntegrityIndex):
@@ -288,3 +364,8 @@ class PostgresIntegrityIndex(IntegrityIndex):
             SQL("SELECT size, root FROM {0} ORDER BY size DESC LIMIT 1").format(self.checkpoints)
         )
         return (rows[0]["size"], bytes(rows[0]["root"])) if rows else None
+
+    def held(self) -> Held | None:
+        rows = self._rows(SQL("SELECT * FROM {0} ORDER BY size DESC LIMIT 1").format(
+            self.recorder.qualified(self.recorder.replica_table)))
+        return _held(rows[0] if rows else None)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -18,6 +19,7 @@ import msgspec
 from eventsourcing.persistence import StoredEvent
 
 from ledger.domain.validation import Recorded
+from ledger.errors import BadInput
 from ledger.trust.merkle import UNSTORED_LEVELS, entry_bytes, fold, leaf_hash, new_nodes
 
 
@@ -34,6 +36,28 @@ class Accepted(msgspec.Struct, frozen=True):
 
 class LedgerBusy(RuntimeError):
     """Another writer holds the ledger; the batch was not written and may be retried."""
+
+
+class ReadOnlyReplica(BadInput):
+    """The ledger is a replica of another: it is written only by ``ledger mirror``."""
+
+    def __init__(self, held: Held) -> None:
+        super().__init__(
+            f"this ledger is a read-only replica of {held.origin} (mirrored from {held.source}): "
+            "append to the source; `ledger mirror` alone writes here")
+        self.held = held
+
+
+@dataclass(frozen=True)
+class Held:
+    """A checkpoint a replica accepted from its source: what it holds, and from where."""
+
+    size: int
+    root: bytes
+    origin: str
+    note: str  # the whole signed note, as the source served it (with every cosignature)
+    source: str  # the URL it was mirrored from
+    accepted_at: str
 
 
 class WriteSession(ABC):
@@ -56,17 +80,35 @@ class WriteSession(ABC):
         """Every payload of each stream that exists, in version order."""
 
     @abstractmethod
+    def payloads_of_types(self, election: str, types: Sequence[str]) -> list[bytes]:
+        """Every payload of these event types in one election, in log order (read through
+        the identity index; meant for rare events such as key registrations)."""
+
+    @abstractmethod
     def recorded(self, event_ids: Sequence[str]) -> dict[str, Recorded]:
         """The index entries of the events with these identities."""
+
+    @abstractmethod
+    def located(self, event_ids: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """The (position, leaf index) of each of these events the log holds."""
 
     @abstractmethod
     def last_recorded_at(self) -> datetime | None: ...
 
     @abstractmethod
     def insert_events(
-        self, entries: Sequence[Accepted], recorded_at: datetime, first_leaf: int
+        self, entries: Sequence[Accepted], recorded_at: datetime, first_leaf: int,
+        positions: Sequence[int] | None = None,
     ) -> list[int]:
-        """Write the entries and their index rows; return their log positions."""
+        """Write the entries and their index rows; return their log positions: the next ones,
+        or ``positions`` (a replica holds its source's, gaps included)."""
+
+    @abstractmethod
+    def held(self) -> Held | None:
+        """The latest checkpoint this ledger accepted as a replica; ``None`` if it is none."""
+
+    @abstractmethod
+    def record_held(self, held: Held) -> None: ...
 
     @abstractmethod
     def tree_size(self) -> int:
@@ -87,14 +129,22 @@ class WriteSession(ABC):
             return fold(self.read_leaves(index << level, (index + 1) << level))
         return self.read_stored_node(level, index)
 
-    def insert(self, entries: Sequence[Accepted], recorded_at: datetime) -> list[int]:
+    def insert(self, entries: Sequence[Accepted], recorded_at: datetime,
+               positions: Sequence[int] | None = None) -> list[int]:
         """Write the entries and extend the Merkle tree over them, in this transaction."""
         size = self.tree_size()
-        positions = self.insert_events(entries, recorded_at, size)
+        positions = self.insert_events(entries, recorded_at, size, positions)
         self.extend_tree(size, positions, entries)
         return positions
 
-    def extend_tree(self, size: int, positions: Sequence[int], entries: Sequence[Accepted]) -> None:
+    def refuse_if_replica(self) -> None:
+        """Only the mirror writes a replica: what it holds must stay its source's."""
+        if (held := self.held()) is not None:
+            raise ReadOnlyReplica(held)
+
+    def extend_tree(self, size: int, positions: Sequence[int], entries: Sequence[Accepted]
+                    ) -> list[bytes]:
+        """Add the entries' leaves (and the nodes they complete) to the tree; return the leaves."""
         leaves = [
             leaf_hash(entry_bytes(position, e.stored))
             for position, e in zip(positions, entries, strict=True)
@@ -102,6 +152,7 @@ class WriteSession(ABC):
         self.insert_nodes(
             [node for node in new_nodes(size, leaves, self.read_node) if node[0] not in UNSTORED_LEVELS]
         )
+        return leaves
 
 
 class MissingNode(LookupError):
@@ -145,6 +196,10 @@ class IntegrityIndex(ABC):
 
     @abstractmethod
     def latest_checkpoint(self) -> tuple[int, bytes] | None: ...
+
+    @abstractmethod
+    def held(self) -> Held | None:
+        """The latest checkpoint this ledger accepted as a replica; ``None`` if it is none."""
 
 
 def utc_now() -> datetime:

@@ -16,6 +16,7 @@ from ledger.domain.validation import Recorded
 from ledger.store.codec import decode_payload
 from ledger.store.session import (
     Accepted,
+    Held,
     IntegrityIndex,
     LedgerBusy,
     MissingNode,
@@ -29,6 +30,7 @@ _SQLITE_VARIABLES = 900  # stays under SQLITE_MAX_VARIABLE_NUMBER on every build
 class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
     index_table = "ledger_index"
     merkle_table = "ledger_merkle"
+    replica_table = "ledger_replica"
 
     def construct_create_table_statements(self) -> list[str]:
         events = self.events_table_name
@@ -44,10 +46,16 @@ class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
             "PRIMARY KEY (level, idx)) WITHOUT ROWID",
             "CREATE TABLE IF NOT EXISTS ledger_checkpoints ("
             "size INTEGER NOT NULL, root BLOB NOT NULL, issued_at TEXT NOT NULL, note TEXT NOT NULL)",
+            # A replica's accepted checkpoints, each with its source's signatures: a ledger with
+            # a row here is a replica, written only by the mirror.
+            f"CREATE TABLE IF NOT EXISTS {self.replica_table} ("
+            "size INTEGER NOT NULL, root BLOB NOT NULL, origin TEXT NOT NULL, note TEXT NOT NULL, "
+            "source TEXT NOT NULL, accepted_at TEXT NOT NULL)",
             *(
                 f"CREATE TRIGGER IF NOT EXISTS {table}_no_{verb.lower()} BEFORE {verb} ON {table} "
                 f"BEGIN {refuse}; END"
-                for table in (events, self.index_table, self.merkle_table, "ledger_checkpoints")
+                for table in (events, self.index_table, self.merkle_table, "ledger_checkpoints",
+                              self.replica_table)
                 for verb in ("UPDATE", "DELETE")
             ),
         ]
@@ -60,6 +68,19 @@ class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
                 (after, limit),
             )
             return [(row[0], row[1]) for row in cursor.fetchall()]
+
+    def select_entries(self, after: int, limit: int) -> list[tuple[int, str, int, str, bytes]]:
+        """Up to ``limit`` entries after position ``after``: (position, stream id in hex,
+        version, stored topic, stored payload), everything the Merkle leaf hashes."""
+        with self.datastore.transaction(commit=False) as cursor:
+            cursor.execute(
+                "SELECT rowid, originator_id, originator_version, topic, state FROM "
+                f"{self.events_table_name} WHERE rowid > ? ORDER BY rowid LIMIT ?",
+                (after, limit),
+            )
+            return [(row[0], _hex(row[1]), row[2], row[3],
+                     row[4].encode() if isinstance(row[4], str) else bytes(row[4]))
+                    for row in cursor.fetchall()]
 
     def integrity_index(self) -> SQLiteIntegrityIndex:
         return SQLiteIntegrityIndex(self)
@@ -103,6 +124,14 @@ class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
             ],
         )
         return list(range(first, first + len(stored_events)))
+
+
+def _hex(originator_id: str) -> str:
+    return originator_id if len(originator_id) == 32 else UUID(originator_id).hex
+
+
+def _held(row: Any) -> Held | None:
+    return Held(row[0], bytes(row[1]), row[2], row[3], row[4], row[5]) if row else None
 
 
 def _busy_or(error: sqlite3.OperationalError) -> Exception:
@@ -150,6 +179,16 @@ class SQLiteWriteSession(WriteSession):
             found.setdefault(UUID(row[0]), []).append(row[1])
         return found
 
+    def payloads_of_types(self, election: str, types: Sequence[str]) -> list[bytes]:
+        marks = ",".join("?" * len(types))
+        self.cursor.execute(
+            f"SELECT e.state FROM {self.recorder.index_table} i "
+            f"JOIN {self.recorder.events_table_name} e ON e.rowid = i.position "
+            f"WHERE i.election = ? AND i.type IN ({marks}) ORDER BY i.position",
+            [election, *types],
+        )
+        return [row[0] for row in self.cursor.fetchall()]
+
     def recorded(self, event_ids: Sequence[str]) -> dict[str, Recorded]:
         sql = (
             f"SELECT event_id, digest, type, election, station FROM {self.recorder.index_table} "
@@ -159,6 +198,11 @@ class SQLiteWriteSession(WriteSession):
             row[0]: Recorded(digest=row[1], type=row[2], election=row[3], station=row[4])
             for row in self._select_in(sql, list(event_ids))
         }
+
+    def located(self, event_ids: Sequence[str]) -> dict[str, tuple[int, int]]:
+        sql = (f"SELECT event_id, position, leaf FROM {self.recorder.index_table} "
+               "WHERE event_id IN ({marks})")
+        return {row[0]: (row[1], row[2]) for row in self._select_in(sql, list(event_ids))}
 
     def last_recorded_at(self) -> datetime | None:
         self.cursor.execute(
@@ -193,11 +237,22 @@ class SQLiteWriteSession(WriteSession):
         )
 
     def insert_events(
-        self, entries: Sequence[Accepted], recorded_at: datetime, first_leaf: int
+        self, entries: Sequence[Accepted], recorded_at: datetime, first_leaf: int,
+        positions: Sequence[int] | None = None,
     ) -> list[int]:
-        positions = list(
-            self.recorder._insert_events(self.cursor, [e.stored for e in entries]) or []
-        )
+        if positions is None:
+            positions = list(
+                self.recorder._insert_events(self.cursor, [e.stored for e in entries]) or []
+            )
+        else:
+            self.cursor.executemany(
+                f"INSERT INTO {self.recorder.events_table_name} "
+                "(rowid, originator_id, originator_version, topic, state) VALUES (?,?,?,?,?)",
+                [(position, e.stored.originator_id.hex, e.stored.originator_version,
+                  e.stored.topic, e.stored.state)
+                 for position, e in zip(positions, entries, strict=True)],
+            )
+            positions = list(positions)
         stamp = recorded_at.isoformat()
         self.cursor.executemany(
             f"INSERT INTO {self.recorder.index_table} VALUES (?,?,?,?,?,?,?,?)",
@@ -208,6 +263,16 @@ class SQLiteWriteSession(WriteSession):
             ],
         )
         return positions
+
+    def held(self) -> Held | None:
+        self.cursor.execute(f"SELECT * FROM {self.recorder.replica_table} ORDER BY size DESC LIMIT 1")
+        return _held(self.cursor.fetchone())
+
+    def record_held(self, held: Held) -> None:
+        self.cursor.execute(
+            f"INSERT INTO {self.recorder.replica_table} VALUES (?, ?, ?, ?, ?, ?)",
+            (held.size, held.root, held.origin, held.note, held.source, held.accepted_at),
+        )
 
 
 class SQLiteIntegrityIndex(IntegrityIndex):
@@ -267,3 +332,7 @@ class SQLiteIntegrityIndex(IntegrityIndex):
     def latest_checkpoint(self) -> tuple[int, bytes] | None:
         rows = self._rows("SELECT size, root FROM ledger_checkpoints ORDER BY size DESC LIMIT 1")
         return (rows[0][0], rows[0][1]) if rows else None
+
+    def held(self) -> Held | None:
+        rows = self._rows(f"SELECT * FROM {self.recorder.replica_table} ORDER BY size DESC LIMIT 1")
+        return _held(rows[0] if rows else None)

@@ -6,44 +6,42 @@ the event object exactly as submitted, without its ``signature`` member. The led
 that canonical form beside the normalised event, so anyone can check the signature again
 from the log alone (``verify`` does, for every stored signature).
 
-The rules, in one place: once a reporter has a registered key in an election, every later
-event whose acting reporter it is must carry a valid signature by one of its keys; a
-signature by a reporter without a key, one that does not verify, or one whose ``by`` is not
-the acting reporter refuses the line; definitions are the operator's and carry none.
+The rules, in one place: once a reporter has held a key in an election, every later event
+whose acting reporter it is must carry a valid signature by one of its valid keys (none, once
+all are revoked, until a new one is registered); a signature by a reporter without a valid
+key, one that does not verify, or one whose ``by`` is not the acting reporter refuses the
+line. A registration that adds a key to a reporter holding a valid key is the reporter's own
+act and must be signed by it; every other definition (and a revocation) is the operator's and
+carries none. Which keys are valid where is ``ledger.domain.keyring``'s.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from ledger.domain.events import (
+    ACTING_FIELD,
+    OPERATORS_ACTS,
     AppealDecided,
-    AppealFiled,
     ElectionDefined,
     Event,
-    ProtocolIssued,
-    ProtocolWithheld,
+    ReporterKeyRevoked,
     ReporterRegistered,
-    ResultAnnounced,
-    StationRegistered,
     decoder,
     normalised,
 )
+from ledger.domain.keyring import Keyring, ReporterKey, adds_a_key, key_event_refusal
 
-if TYPE_CHECKING:  # loaded when a key or signature is first handled: unsigned appends skip it
+if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 PREFIX = b"election-ledger/event/v1\n"
-DEFINITIONS = (ElectionDefined, StationRegistered, ReporterRegistered)
 # JCS numbers are IEEE 754 doubles: integers beyond this lose digits when read back.
 SAFE_INTEGER = 2**53 - 1
 
@@ -62,40 +60,15 @@ class Signed(msgspec.Struct, frozen=True):
 def acting_reporter(event: Event, election: ElectionDefined | None) -> str | None:
     """The reporter who speaks in ``event``: the one whose key must sign it.
 
-    ``None`` for definitions (the operator's), and for a decision on an election that is
-    not defined (its authority is unknown; the content checks refuse that line anyway).
+    ``None`` for the operator's acts, and for a decision on an election that is not defined
+    (its authority is unknown; the content checks refuse that line anyway). A registration's
+    is the reporter it registers: a key added to a reporter holding one is a rotation, which
+    only that reporter may sign (the operator alone gives a first key, unsigned).
     """
-    if isinstance(event, ProtocolIssued):
-        return event.reported_by
-    if isinstance(event, ProtocolWithheld):
-        return event.requested_by
-    if isinstance(event, AppealFiled):
-        return event.filed_by
-    if isinstance(event, ResultAnnounced):
-        return event.authority
     if isinstance(event, AppealDecided):
         return election.authority if election is not None else None
-    return None
-
-
-def fingerprint(raw_public_key: bytes) -> str:
-    """A short name for a key, shown beside each signed event: 16 hex of its SHA-256."""
-    return hashlib.sha256(raw_public_key).hexdigest()[:16]
-
-
-@dataclass(frozen=True)
-class ReporterKey:
-    raw: bytes
-    fingerprint: str = field(compare=False)
-    public_key: Ed25519PublicKey = field(compare=False)
-
-
-@lru_cache(maxsize=4096)  # loading a key costs more than a verification; reporters are few
-def reporter_key(public_key_b64: str) -> ReporterKey:
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-    raw = base64.b64decode(public_key_b64, validate=True)
-    return ReporterKey(raw, fingerprint(raw), Ed25519PublicKey.from_public_bytes(raw))
+    field = ACTING_FIELD.get(type(event))
+    return getattr(event, field) if field else None
 
 
 def signed_message(canonical: bytes) -> bytes:
@@ -161,51 +134,13 @@ def _plain(value: Any) -> bool:
     return False  # floats: JCS writes them its own way (5.0 is 5)
 
 
-class Keyring:
-    """The keys registered so far, per (election, reporter), in log order.
-
-    A planner fills it from the stored registrations of the reporters a chunk names, then
-    adds the batch's own registrations as it accepts them; ``verify`` fills it as it reads
-    the log. Either way a key counts only for what comes after it.
-    """
-
-    def __init__(self) -> None:
-        self._keys: dict[tuple[str, str], list[ReporterKey]] = {}
-
-    def known(self, election: str, reporter: str) -> bool:
-        return (election, reporter) in self._keys
-
-    def load(self, election: str, reporter: str, registrations: Iterable[ReporterRegistered]) -> None:
-        self._keys[(election, reporter)] = []
-        for registration in registrations:
-            self.add(registration)
-
-    def add(self, registration: ReporterRegistered) -> None:
-        keys = self._keys.setdefault((registration.election, registration.reporter), [])
-        key = reporter_key(registration.public_key)
-        if key not in keys:
-            keys.append(key)
-
-    def keys(self, election: str, reporter: str) -> Sequence[ReporterKey]:
-        return self._keys.get((election, reporter), ())
-
-    def restates(self, registration: ReporterRegistered) -> bool:
-        """True when this key is already registered for this reporter: nothing to add."""
-        return reporter_key(registration.public_key) in self.keys(
-            registration.election, registration.reporter
-        )
-
-    def forget(self) -> None:
-        self._keys.clear()
-
-
 def authenticate(
     event: Event, text: bytes | str, election: ElectionDefined | None, keyring: Keyring
 ) -> Signed | None:
     """Check the signature a line carries; ``None`` if it carries none.
 
-    Raises ``SignatureRefused`` for a signature on a definition, by someone other than the
-    acting reporter, by a reporter with no registered key, or that does not verify.
+    Raises ``SignatureRefused`` for a signature on an operator's act, by someone other than
+    the acting reporter, by a reporter with no valid key, or that does not verify with one.
     """
     if not event.signature:
         return None
@@ -213,6 +148,12 @@ def authenticate(
     message = signed_message(canonical_submitted(text))
     key = verifying_key(keys, event.signature.ed25519, message)
     if key is None:
+        revoked = verifying_key(keyring.revoked(event.election, event.signature.by),
+                                event.signature.ed25519, message)
+        if revoked is not None:
+            raise SignatureRefused(
+                f"signed with key {revoked.fingerprint} of {event.signature.by!r}, which was "
+                "revoked before this line: it speaks for nobody any more")
         raise SignatureRefused(
             f"does not verify with any key of {event.signature.by!r}: forged, altered after "
             "signing, or signed with an unregistered key"
@@ -226,9 +167,9 @@ def _claimable_keys(
     """The keys that may sign ``event`` as its signature claims; refused if none may."""
     signature = event.signature
     assert signature
-    if isinstance(event, DEFINITIONS):
+    if isinstance(event, OPERATORS_ACTS):
         raise SignatureRefused(
-            f"{type(event).__name__} is a definition, appended by the operator: it carries no "
+            f"{type(event).__name__} is the operator's, appended locally: it carries no "
             "signature"
         )
     actor = acting_reporter(event, election)
@@ -240,14 +181,28 @@ def _claimable_keys(
             "a reporter signs only its own events"
         )
     keys = keyring.keys(event.election, actor)
-    if not keys:
-        raise SignatureRefused(f"reporter {actor!r} has no registered key in {event.election!r}")
-    return keys
+    if keys:
+        return keys
+    if isinstance(event, ReporterRegistered):
+        raise SignatureRefused(
+            f"reporter {actor!r} holds no valid key in {event.election!r} to sign with: its first "
+            "key, or a key after all its keys were revoked, is registered by the operator, unsigned")
+    if keyring.keyed(event.election, actor):
+        raise SignatureRefused(_all_revoked(event.election, actor))
+    raise SignatureRefused(f"reporter {actor!r} has no registered key in {event.election!r}")
+
+
+def _all_revoked(election: str, reporter: str) -> str:
+    return (f"every key of reporter {reporter!r} in {election!r} is revoked: its reports are "
+            "refused until a new key is registered")
 
 
 class SignatureAudit:
-    """Re-checks, in log order and from the log alone, every stored signature, and that no
-    stored report lacks the signature its reporter's key required at its position."""
+    """Re-checks, in log order and from the log alone, every stored signature against the
+    keys valid at its position; that no stored event lacks the signature its reporter's keys
+    required there (a report, or a key added to a reporter holding one); and that no stored
+    key event breaks the rules of keys (one key, one reporter; a revoked key never returns;
+    only a held key is revoked)."""
 
     def __init__(self) -> None:
         self.keyring = Keyring()
@@ -256,17 +211,21 @@ class SignatureAudit:
     def needs(self, state: bytes) -> bool:
         """Whether a stored payload must be decoded to be checked (the cheap path of a
         ledger nobody signs in: nothing is registered and nothing carries a signature)."""
-        return bool(self.keyring._keys) or b'"signature"' in state or b"ElectionDefined" in state \
-            or b"ReporterRegistered" in state
+        return bool(self.keyring) or b'"signature"' in state or b"ElectionDefined" in state \
+            or b"ReporterRegistered" in state or b"ReporterKeyRevoked" in state
 
     def check(self, position: int, event: Event, signed: Signed | None) -> str | None:
         """The failure of the event stored at ``position``, or ``None``."""
         if isinstance(event, ElectionDefined):
             self._elections.setdefault(event.election, event)
         election = self._elections.get(event.election)
+        self.keyring.start(event.election)  # read from the start: every key's owner is known
         failure = self._check(event, signed, election)
-        if isinstance(event, ReporterRegistered):
-            self.keyring.add(event)
+        if (failure is None and isinstance(event, ReporterRegistered | ReporterKeyRevoked)
+                and (refusal := key_event_refusal(self.keyring, event)) is not None):
+            failure = f"public_key: {refusal}"
+        if isinstance(event, ReporterRegistered | ReporterKeyRevoked):
+            self.keyring.apply(event)
         return None if failure is None else f"position {position}: {failure}"
 
     def _check(self, event: Event, signed: Signed | None, election: ElectionDefined | None) -> str | None:
@@ -275,6 +234,9 @@ class SignatureAudit:
                 return "a signed submission is stored without its signature (stripped)"
             if unsigned_refusal(event, election, self.keyring) is None:
                 return None
+            if isinstance(event, ReporterRegistered):
+                return (f"a key was added to {event.reporter!r}, which held a valid key, without "
+                        "its signature (only the reporter may add a key to itself)")
             return (f"a report of {acting_reporter(event, election)!r} is stored without the "
                     "signature its registered key required")
         if signed is None:
@@ -286,7 +248,7 @@ class SignatureAudit:
         key = verifying_key(keys, event.signature.ed25519, signed_message(bytes(signed.submitted)))
         if key is None:
             return (f"the signature by {event.signature.by!r} does not verify with any of its "
-                    "keys registered before this position")
+                    "keys valid at this position")
         if key.fingerprint != signed.key:
             return f"the signature verifies with key {key.fingerprint}, not {signed.key} as stored"
         if not stored_form_matches(event, signed):
@@ -312,12 +274,23 @@ def verifying_key(keys: Sequence[ReporterKey], signature_b64: str, message: byte
 
 
 def unsigned_refusal(event: Event, election: ElectionDefined | None, keyring: Keyring) -> str | None:
-    """Why an unsigned ``event`` may not be recorded (its reporter has a key), or ``None``."""
-    if event.signature or isinstance(event, DEFINITIONS):
+    """Why an unsigned ``event`` may not be recorded, or ``None``: a report of a reporter that
+    holds (or held) a key, or a key added to a reporter that holds a valid one."""
+    if event.signature or isinstance(event, OPERATORS_ACTS):
         return None
+    if isinstance(event, ReporterRegistered):
+        if not adds_a_key(keyring, event):
+            return None  # a first key, one after all were revoked, or a key it already holds
+        return (
+            f"required: reporter {event.reporter!r} holds a valid key in {event.election!r}, so a "
+            "key added to it must be signed by one of its keys (ledger sign --key OLD.key); the "
+            "operator alone registers only a first key, or one after all its keys were revoked"
+        )
     actor = acting_reporter(event, election)
-    if actor is None or not keyring.keys(event.election, actor):
+    if actor is None or not keyring.keyed(event.election, actor):
         return None
+    if not keyring.keys(event.election, actor):
+        return _all_revoked(event.election, actor)
     return (
         f"required: reporter {actor!r} has a registered key in {event.election!r}, so its "
         "events must be signed (ledger sign --key FILE.key)"
@@ -325,15 +298,14 @@ def unsigned_refusal(event: Event, election: ElectionDefined | None, keyring: Ke
 
 
 def _acting_field(event: Event) -> str:
-    fields = {ProtocolIssued: "reported_by", ProtocolWithheld: "requested_by",
-              AppealFiled: "filed_by", ResultAnnounced: "authority",
-              AppealDecided: "the election's authority"}
-    return fields.get(type(event), "the acting reporter")
+    if isinstance(event, AppealDecided):
+        return "the election's authority"
+    return ACTING_FIELD.get(type(event), "the acting reporter")
 
 
 def reporters_named(event: Event, election: ElectionDefined | None) -> Iterable[str]:
     """The reporters whose keys deciding on ``event`` needs."""
-    if isinstance(event, ReporterRegistered):
+    if isinstance(event, ReporterRegistered | ReporterKeyRevoked):
         yield event.reporter
     elif (actor := acting_reporter(event, election)) is not None:
         yield actor
@@ -362,8 +334,8 @@ def sign_line(text: bytes, event: Event, private_key: Any, signer: str | None) -
     ``signer`` is needed for an ``AppealDecided`` line: its acting reporter is the
     election's authority, which the line does not name.
     """
-    if isinstance(event, DEFINITIONS):
-        raise SignatureRefused(f"{type(event).__name__} is a definition: definitions are not signed")
+    if isinstance(event, OPERATORS_ACTS):
+        raise SignatureRefused(f"{type(event).__name__} is the operator's: it is not signed")
     actor = acting_reporter(event, None)
     if actor is None and signer is None:
         raise SignatureRefused(

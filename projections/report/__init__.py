@@ -1,7 +1,8 @@
 """``ledger report``: one self-contained HTML page about an election as of a moment.
 
 The page holds the preliminary and final tallies, the seats, how the count moved through
-the night, the turnout-versus-share forensics chart, withheld versus copied protocols and the
+the night, the turnout-versus-share forensics charts (a scatter per party, the fingerprint heat map and
+the integer-percent histograms), withheld versus copied protocols and the
 disputes. CSS is inline and charts are matplotlib SVG inlined in the page, so the file can be
 mailed, archived or opened offline and shows the same thing everywhere: nothing is fetched.
 
@@ -39,6 +40,8 @@ def render_report(db: Any, election: Election, moment: Moment) -> str:
             "seats": charts.seats_chart(facts, colors),
             "night": charts.night_chart(facts, colors, zone),
             "forensics": charts.forensics_chart(facts, parties, colors),
+            "fingerprint": charts.fingerprint_chart(facts),
+            "integer_percent": charts.integer_percent_chart(facts),
             "withheld": charts.withheld_chart(facts, colors) if facts.withheld["withheld"] else "",
         }
     comparison, refusals = view.withheld_tables(facts, zone)
@@ -53,6 +56,7 @@ def render_report(db: Any, election: Election, moment: Moment) -> str:
         view.appeals_table(facts, zone),
         view.control_failures_table(facts, zone),
         view.signers_table(facts),
+        view.key_acts_table(facts, zone),
     )}
     return _templates().get_template("report.html.j2").render(
         facts=facts, zone=zone, charts=drawn, tables=tables, forensics_parties=parties,

@@ -136,6 +136,69 @@ def forensics_chart(facts: Facts, parties: list[str], colors: dict[str, str]) ->
     return _svg(fig, "forensics")
 
 
+def fingerprint_chart(facts: Facts) -> str:
+    """The turnout x share fingerprint (Klimek et al. 2012) of the leading choice as a heat
+    map: stations per 1-point cell on a log colour scale, so that the few stations of a comet
+    tail show beside the thousands of the core; empty cells stay pale."""
+    import numpy as np
+    from matplotlib import colormaps
+    from matplotlib.colors import LogNorm
+
+    from projections.forensics import fingerprint_grid
+
+    found = facts.forensics
+    if not found["fingerprint"]:
+        return ""
+    plt = _pyplot()
+    grid = np.ma.masked_equal(np.array(fingerprint_grid(found["fingerprint"]), dtype=float), 0)
+    fig, ax = plt.subplots(figsize=(6.4, 5.2))
+    # Cell t spans turnouts from t% up to t+1% (t = 100 holds exactly 100%): extent 0 to 101.
+    image = ax.imshow(grid, origin="lower", extent=(0, 101, 0, 101), aspect="equal",
+                      interpolation="nearest", cmap=colormaps["viridis"].with_extremes(bad="#F1F1F1"),
+                      norm=LogNorm(vmin=1, vmax=max(2, int(grid.max()))))
+    image.set_gid("fingerprint-image")
+    fig.colorbar(image, ax=ax, shrink=0.85, label="stations per 1-point cell (log scale)")
+    ax.set_xlim(0, 101)
+    ax.set_ylim(0, 101)
+    ax.set_xticks(range(0, 101, 20))
+    ax.set_yticks(range(0, 101, 20))
+    ax.grid(False)
+    ax.set_xlabel("turnout (%)")
+    ax.set_ylabel(f"share of {label(found['name'], 40)} (%)")
+    ax.set_title(f"{len(found['fingerprint']):,} cells, {found['stations']:,} stations", loc="left")
+    return _svg(fig, "fingerprint")
+
+
+def integer_percent_chart(facts: Facts) -> str:
+    """Stations whose turnout, and whose leading choice's share, is exactly a whole
+    percentage (Kobak, Shpilkin and Pshenichnikov 2016): a bar per percentage that has one.
+    Each bar carries an id (turnout-percent-K, share-percent-K) a reader can find it by."""
+    found = facts.forensics
+    if not found["stations"]:
+        return ""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(9.5, 2.9))
+    panels = (("turnout-percent", found["turnout_percent"], "turnout (%)"),
+              ("share-percent", found["share_percent"], f"share of {label(found['name'], 40)} (%)"))
+    for ax, (name, counts, title) in zip(axes, panels, strict=True):
+        at = [k for k, n in enumerate(counts) if n]
+        bars = ax.bar(at, [counts[k] for k in at], width=0.8, color="#0072B2", align="edge")
+        for k, bar in zip(at, bars, strict=True):
+            bar.set_gid(f"{name}-{k}")
+        ax.set_xlim(0, 101)
+        ax.set_xticks(range(0, 101, 10))
+        ax.set_xlabel(title)
+        ax.grid(axis="x", visible=False)
+        if at:
+            # A log scale: the round-number peaks (tens of stations) show beside the thousands
+            # of tiny stations at exactly 100% turnout, and a bar of one station stays visible.
+            ax.set_yscale("log")
+            ax.set_ylim(0.7, 1.6 * max(counts))
+    axes[0].set_ylabel("stations at exactly k%\n(log scale)")
+    fig.tight_layout()
+    return _svg(fig, "integer-percent")
+
+
 def _dot_style(points: int) -> tuple[float, float]:
     """Dot size and opacity for a scatter of ``points`` stations: at a national scale
     (Russia's 96,871 stations) dots must be small and faint, or the dense core is one solid

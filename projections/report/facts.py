@@ -11,7 +11,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from projections.audit import appeals_of, conflicts, control_failures, discrepancies, signers, withheld
+from projections.audit import (
+    appeals_of,
+    conflicts,
+    control_failures,
+    discrepancies,
+    key_acts,
+    signers,
+    withheld,
+)
+from projections.forensics import forensics
 from projections.moment import Moment, stamp, visible
 from projections.schema import applied_position
 from projections.tally import COUNTED, Election, seats, tally
@@ -55,16 +64,19 @@ class Facts:
     night: list[tuple[datetime, Tally]]  # the preliminary tally at evenly spaced times
     after_night: list[LateProtocol]
     stations: list[StationPoint]
+    forensics: dict[str, Any]  # projections.forensics of the preliminary tally (its leader)
     withheld: dict[str, Any]
     discrepancies: list[dict[str, Any]]
     conflicts: list[dict[str, Any]]
     appeals: list[dict[str, Any]]
     control_failures: list[dict[str, Any]]
     signers: list[dict[str, Any]]
+    key_acts: list[dict[str, Any]]
 
     def leader(self) -> str | None:
         votes = self.preliminary["votes"]
-        return max(votes, key=votes.get, default=None)
+        leader = max(votes, key=votes.get, default=None)
+        return leader if leader is not None and votes[leader] else None  # every choice is listed
 
     def largest_parties(self, limit: int) -> list[str]:
         """The ``limit`` parties with the most preliminary votes (none without a vote)."""
@@ -84,12 +96,14 @@ def gather(db: Any, election: Election, moment: Moment) -> Facts:
         night=night,
         after_night=after_the_night(db, election, moment, night[0][0]) if night else [],
         stations=station_points(db, election, moment),
+        forensics=forensics(db, election, moment),
         withheld=withheld(db, moment, election=election.id),
         discrepancies=discrepancies(db, election, moment),
         conflicts=conflicts(db, election, moment),
         appeals=appeals_of(db, election, moment),
         control_failures=control_failures(db, election, moment),
         signers=signers(db, election, moment),
+        key_acts=key_acts(db, election, moment),
     )
 
 

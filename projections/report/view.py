@@ -173,9 +173,24 @@ def control_failures_table(facts: Facts, zone: tzinfo) -> Table:
 
 def signers_table(facts: Facts) -> Table:
     rows: list[list[Cell]] = [
-        [s["reporter"], s["protocols"], s["signed_protocols"], ", ".join(s["keys"]) or None]
+        [s["reporter"], s["protocols"], s["signed_protocols"], ", ".join(s["keys"]) or None,
+         ", ".join(s["revoked_keys"]) or None]
         for s in facts.signers]
-    return Table("signers", ["Reporter", "Protocols", "Signed", "Keys"], rows)
+    return Table("signers", ["Reporter", "Protocols", "Signed", "Keys", "Revoked keys"], rows)
+
+
+KEY_ACTS = {"registered": "key registered", "rotated": "key added (rotation)",
+            "revoked": "key revoked"}
+
+
+def key_acts_table(facts: Facts, zone: tzinfo) -> Table:
+    """Who gave or took each key: the operator's acts stand out from the reporters' own."""
+    rows: list[list[Cell]] = [
+        [when(k["occurred_at"], zone), k["position"], k["reporter"], KEY_ACTS[k["act"]], k["key"],
+         "the operator" if k["act"] != "rotated" else f"{k['acted_by']} (signed)", k["reason"]]
+        for k in facts.key_acts[:ROW_LIMIT]]
+    return Table("key-acts", ["Occurred", "Position", "Reporter", "Act", "Key", "By", "Reason"],
+                 rows, total=len(facts.key_acts))
 
 
 def final_status(final: Tally) -> str:
