@@ -12,6 +12,7 @@ query against current read models never loads them.
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
@@ -20,10 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 from ledger.errors import BadInput, Failure
 from ledger.store.config import Location
-from ledger.store.head import postgres_head, sqlite_head
+from ledger.store.head import postgres_head, postgres_states, sqlite_head, sqlite_states
 from projections.errors import QueryError
-from projections.moment import ALWAYS, BadMoment, Moment, moment
-from projections.schema import SCHEMA_VERSION, applied_position, connect, schema_version
+from projections.moment import ALWAYS, BadMoment, Moment, moment, settled
+from projections.schema import SCHEMA_VERSION, applied_position, connect, schema_version, torn
 
 if TYPE_CHECKING:
     from ledger.input.reader import Line, Problem
@@ -87,6 +88,18 @@ class Receipt:
         }
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """What one consistent reading of the read models reflects."""
+
+    position: int                   # the last log position folded into them
+    latest_recorded_at: str | None  # that event's recorded_at (UTC stamp); None if no event
+
+    def settled(self, at: Moment) -> bool:
+        """An answer about ``at`` read from this snapshot can never change."""
+        return settled(at, self.latest_recorded_at)
+
+
 def when(as_of: str | None = None, known_at: str | None = None,
          names: tuple[str, str] = ("--as-of", "--known-at")) -> Moment:
     """The moment a question is asked about; ``names`` are the adapter's words for the two
@@ -124,9 +137,13 @@ def read_model_file(path: Path) -> Iterator[None]:
 class LedgerService:
     """One ledger, for the life of a command or a server process."""
 
-    def __init__(self, location: Location) -> None:
+    def __init__(self, location: Location, *, unsynced_read_models: bool = False) -> None:
         self.location = location
+        # A server catches the read models up many times a second: without a sync per
+        # catch-up, safely (projections.schema.unsynced); settled by ``close``.
+        self.unsynced_read_models = unsynced_read_models
         self._ledger: Ledger | None = None
+        self._pinned = threading.local()  # the connection of this thread's snapshot, if any
 
     # -- the event store ------------------------------------------------------------------
 
@@ -137,6 +154,11 @@ class LedgerService:
         return self._ledger
 
     def close(self) -> None:
+        if self.unsynced_read_models and self.location.read_models_path().exists():
+            from projections.schema import settle
+
+            with read_model_file(self.location.read_models_path()):
+                settle(self.location.read_models_path())
         if self._ledger is not None:
             self._ledger.close()
             self._ledger = None
@@ -250,19 +272,22 @@ class LedgerService:
     def refresh_read_models(self) -> int:
         """Fold what the log holds beyond the read models into them; return how many events."""
         from projections.apply import catch_up, rebuild
-        from projections.schema import open_read_models
+        from projections.schema import open_read_models, unsynced
 
         path = self.location.read_models_path()
         ledger = self.ledger(must_exist=True)
         with read_model_file(path):
             db = open_read_models(path)
             try:
-                if applied_position(db) > 0 and schema_version(db) == SCHEMA_VERSION:
+                if (applied_position(db) > 0 and schema_version(db) == SCHEMA_VERSION
+                        and not torn(db)):
+                    if self.unsynced_read_models:
+                        unsynced(db)
                     return catch_up(db, ledger)
             finally:
                 db.conn.close()
             # A first load is a rebuild (bulk-loaded, then indexed, instead of row by indexed
-            # row); so is a model of an older shape.
+            # row); so is a model of an older shape, or one a machine crash may have torn.
             return rebuild(path, ledger)
 
     def read_models_current(self) -> bool:
@@ -285,17 +310,42 @@ class LedgerService:
         with closing(connect(path)) as db:
             try:
                 return (head is not None and applied_position(db) == head
-                        and schema_version(db) == SCHEMA_VERSION)
+                        and schema_version(db) == SCHEMA_VERSION and not torn(db))
             except sqlite3.Error:
                 return False
 
     @contextmanager
     def read_models(self) -> Iterator[sqlite3.Connection]:
-        """The read models, caught up with the log first, so every answer is current."""
+        """The read models, caught up with the log first, so every answer is current (or, in
+        a ``snapshot``, the snapshot's reading of them)."""
+        pinned = getattr(self._pinned, "db", None)
+        if pinned is not None:
+            with answering():
+                yield pinned
+            return
         if not self.read_models_current():
             self.refresh_read_models()
         with closing(connect(self.location.read_models_path())) as db, answering():
             yield db
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Snapshot]:
+        """One reading of the read models, caught up with the log first, for several
+        questions: every question asked inside it, in this thread, reads the same log
+        position, which the snapshot names (the HTTP API's ETag). It holds SQLite's shared
+        lock on the read-model file until it ends, so a catch-up commits after it: keep it
+        to the questions."""
+        with self.read_models() as db:
+            db.execute("BEGIN")
+            try:
+                position = applied_position(db)
+                latest = db.execute("SELECT recorded_at FROM events WHERE position = ?",
+                                    [position]).fetchone()
+                self._pinned.db = db
+                yield Snapshot(position, latest[0] if latest else None)
+            finally:
+                self._pinned.db = None
+                db.execute("COMMIT")
 
     # -- questions -------------------------------------------------------------------------
 
@@ -311,7 +361,7 @@ class LedgerService:
         from projections.audit import history
 
         with self.read_models() as db:
-            return history(db, at, election=election, station=station)
+            return history(db, at, self.stored_events, election=election, station=station)
 
     def tally(self, at: Moment, *, election: str | None = None, stage: str = "preliminary",
               reporter: str | None = None, scope: str | None = None) -> dict[str, Any]:
@@ -354,7 +404,7 @@ class LedgerService:
         from projections.audit import audit
 
         with self.read_models() as db:
-            return audit(db, at, election=election, station=station)
+            return audit(db, at, self.stored_events, election=election, station=station)
 
     def withheld(self, at: Moment, *, election: str | None = None) -> dict[str, Any]:
         from projections.audit import withheld
@@ -427,6 +477,13 @@ class LedgerService:
 
     def head(self) -> int:
         return self.ledger(must_exist=True).head()
+
+    def stored_events(self, positions: Sequence[int]) -> dict[int, bytes]:
+        """The log's stored payloads at ``positions`` (JSON with ``recorded_at``, ``event`` and
+        for a signed event ``signed``), read without loading the event store's library."""
+        if self.location.is_postgres:
+            return postgres_states(self.location.postgres_settings(), positions)
+        return sqlite_states(self.location.db, positions)
 
     def origin(self) -> str:
         from ledger.store.integrity import origin

@@ -190,6 +190,8 @@ def _apply_page(connection: Any, page: list[Logged], running: bool = True) -> in
 
 
 _json = msgspec.json.Encoder(order="sorted")
+# The events whose payload the read models keep (schema.py, ``events``).
+DEFINITIONS = (ElectionDefined, ReporterRegistered, ReporterKeyRevoked)
 
 
 def _dump(value: Any) -> str | None:
@@ -220,9 +222,9 @@ def _rows_of(position: int, entry: Any, rows: dict[str, list[tuple]], stamps: _S
     signed = entry.signed
     rows["events"].append(
         EventRow(position, event.event_id, event.election, kind, station_of(event), occurred,
-                 recorded, _dump(event), event.signature.by if signed else None,
-                 signed.key if signed else None,
-                 bytes(signed.submitted).decode() if signed else None, entry.offset)
+                 recorded, _dump(event) if isinstance(event, DEFINITIONS) else None,
+                 event.signature.by if signed else None, signed.key if signed else None,
+                 entry.offset)
     )
     if isinstance(event, ElectionDefined):
         elections.setdefault(event.election, event)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -15,6 +16,11 @@ from projections.tally import (
     load_election,
     tally,
 )
+
+# The log's stored form of the events at some positions: JSON with ``recorded_at``, the
+# ``event`` and, for a signed event, ``signed`` (what was submitted, and the key). The events
+# are kept there once; history reads them there (ledger.service passes the reader).
+Stored = Callable[[Sequence[int]], Mapping[int, bytes]]
 
 # Who signed the event behind a row of another table (NULL: unsigned).
 SIGNED_BY = "(SELECT signed_by FROM events s WHERE s.position = {table}.position) AS signed_by"
@@ -109,24 +115,43 @@ def require_station(db: Any, station: str, election: str | None) -> None:
 
 
 def history(
-    db: Any, moment: Moment, *, election: str | None = None, station: str | None = None
+    db: Any, moment: Moment, stored: Stored, *, election: str | None = None,
+    station: str | None = None
 ) -> list[dict[str, Any]]:
-    """Every visible event in log order, optionally of one election or station."""
+    """Every visible event in log order, optionally of one election or station: found in the
+    read models, the event itself (and what was submitted) read from the log."""
     if station is not None:
         require_station(db, station, election)
     rows = db.execute(
-        "SELECT position, recorded_at, occurred_at, type, election, station, event_id, payload, "
-        f"signed_by, signing_key, submitted, occurred_at_offset FROM events WHERE {visible()} "
+        "SELECT position, recorded_at, occurred_at, type, election, station, event_id, "
+        f"signed_by, signing_key, occurred_at_offset FROM events WHERE {visible()} "
         "AND (:election IS NULL OR election = :election) "
         "AND (:station IS NULL OR station = :station) ORDER BY position",
         {**moment.bounds(), "election": election, "station": station},
-    )
-    return [
-        {"position": r[0], "recorded_at": r[1], "occurred_at": r[2], "type": r[3],
-         "election": r[4], "station": r[5], "event_id": r[6], "event": json.loads(r[7]),
-         **signer(r[8], r[9], r[10]), "occurred_at_as_submitted": as_submitted(r[2], r[11])}
-        for r in rows
-    ]
+    ).fetchall()
+    states = stored([r[0] for r in rows])
+    if missing := [r[0] for r in rows if r[0] not in states]:
+        raise LookupError(f"the read models hold position {missing[0]}, which the log does not: "
+                          "they were built from another ledger (ledger replay rebuilds them)")
+    history = []
+    for r in rows:
+        state = json.loads(states[r[0]])
+        signed = state.get("signed")
+        history.append(
+            {"position": r[0], "recorded_at": r[1], "occurred_at": r[2], "type": r[3],
+             "election": r[4], "station": r[5], "event_id": r[6], "event": _sorted(state["event"]),
+             **signer(r[7], r[8], signed["submitted"] if signed else None),
+             "occurred_at_as_submitted": as_submitted(r[2], r[9])})
+    return history
+
+
+def _sorted(value: Any) -> Any:
+    """``value`` with every object's keys in order, as an event has always been shown."""
+    if isinstance(value, dict):
+        return {key: _sorted(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted(item) for item in value]
+    return value
 
 
 def as_submitted(occurred_at: str, offset: int | None) -> str:
@@ -138,14 +163,14 @@ def as_submitted(occurred_at: str, offset: int | None) -> str:
     return text.replace("+00:00", "Z") if not offset else text
 
 
-def signer(by: str | None, key: str | None, submitted: str | None) -> dict[str, Any]:
+def signer(by: str | None, key: str | None, submitted: Any) -> dict[str, Any]:
     """Who signed an event, with which key, and what exactly was submitted."""
-    form = json.loads(submitted) if submitted else None
-    return {"signed_by": by, "signing_key": key, "submitted": form}
+    return {"signed_by": by, "signing_key": key, "submitted": submitted}
 
 
 def audit(
-    db: Any, moment: Moment, *, election: str | None = None, station: str | None = None
+    db: Any, moment: Moment, stored: Stored, *, election: str | None = None,
+    station: str | None = None
 ) -> dict[str, Any]:
     chosen = load_election(db, election)
     result: dict[str, Any] = {"election": chosen.id, "station": station, **moment.describe()}
@@ -155,7 +180,7 @@ def audit(
             {k: e[k] for k in ("position", "occurred_at", "recorded_at", "type", "event_id",
                                "signed_by", "signing_key")}
             | {"summary": _summary(e["event"])}
-            for e in history(db, moment, election=chosen.id, station=station)
+            for e in history(db, moment, stored, election=chosen.id, station=station)
         ]
     result["signers"] = signers(db, chosen, moment)
     result["key_acts"] = key_acts(db, chosen, moment)

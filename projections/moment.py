@@ -32,6 +32,9 @@ class Moment:
 
     as_of: datetime | None = None
     known_at: datetime | None = None
+    # A bound given as ``now``: the same question names another moment a second later, so
+    # its answer may change while the log does not (an event dated later comes into view).
+    moving: bool = False
 
     @property
     def as_of_stamp(self) -> str:
@@ -78,12 +81,33 @@ def visible(table: str = "") -> str:
 # batch, with the read models caught up page by page and rebuilt.
 
 
+def settled(moment: Moment, latest_recorded_at: str | None) -> bool:
+    """True when nothing appended from now on can be visible at ``moment``, so an answer
+    about it never changes: the ledger already holds an event recorded after ``known_at``,
+    and ``recorded_at`` never decreases along the log (each batch's is at least the last
+    one's: ledger/store/application.py), so every event still to come is recorded after
+    ``known_at`` too. ``latest_recorded_at`` is the stamp of the last event the ledger holds.
+
+    Strictly after: the next batch may carry the same ``recorded_at`` as the last one. An
+    ``as_of`` bound alone settles nothing, since an event that occurred before it may still be
+    recorded (back-dated: a late protocol, an appeal's decision); nor does a bound named
+    ``now``, which moves.
+    """
+    return (moment.known_at is not None and not moment.moving and latest_recorded_at is not None
+            and moment.known_at_stamp < latest_recorded_at)
+
+
 ALWAYS = Moment()  # no bound on either axis: everything the ledger holds
+
+
+def names_now(text: str) -> bool:
+    """``now``, for the wall clock's moment when the question is asked."""
+    return text.strip().lower() == "now"
 
 
 def parse_time(text: str, option: str) -> datetime:
     """An RFC 3339 timestamp with a UTC offset; ``now`` is accepted too."""
-    if text.strip().lower() == "now":
+    if names_now(text):
         return datetime.now(UTC)
     try:
         moment = datetime.fromisoformat(text.strip().replace("z", "Z"))
@@ -109,4 +133,5 @@ def moment(as_of: str | None = None, known_at: str | None = None, *,
     return Moment(
         as_of=parse_time(as_of, names[0]) if as_of else None,
         known_at=parse_time(known_at, names[1]) if known_at else None,
+        moving=any(names_now(bound) for bound in (as_of, known_at) if bound),
     )

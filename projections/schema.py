@@ -18,11 +18,16 @@ TABLES: dict[str, dict] = {
     "applied": dict(
         columns={"name": str, "position": int}, pk="name",
     ),
+    # One row per logged event, to find events by election, station and time; the event
+    # itself (and, if signed, what was submitted) is read from the log (history), not kept
+    # a second time here. Only definitions keep their payload: every protocol is checked
+    # against its election's, and signatures against the reporters' keys.
     "events": dict(
         columns={"position": int, "event_id": str, "election": str, "type": str,
-                 "station": str, "occurred_at": str, "recorded_at": str, "payload": str,
-                 # Signed events: the signer, its key's fingerprint, the object as submitted.
-                 "signed_by": str, "signing_key": str, "submitted": str,
+                 "station": str, "occurred_at": str, "recorded_at": str,
+                 "payload": str,  # ElectionDefined, ReporterRegistered, ReporterKeyRevoked only
+                 # Signed events: the signer and its key's fingerprint.
+                 "signed_by": str, "signing_key": str,
                  # The UTC offset (seconds) occurred_at was written with, if not UTC.
                  "occurred_at_offset": int},
         pk="position",
@@ -124,9 +129,10 @@ TABLES: dict[str, dict] = {
 
 # Bumped whenever a table changes shape or what a row holds (3: control checks use the
 # station's register; 4: signed events, protocol lines, running tally totals; 5: a step's
-# per-choice figures as one array; 6: steps by ledger time; 7: key revocations): read models
-# of another version are rebuilt.
-SCHEMA_VERSION = 7
+# per-choice figures as one array; 6: steps by ledger time; 7: key revocations; 8: events
+# keep no payload but definitions', history reads the log): read models of another version
+# are rebuilt.
+SCHEMA_VERSION = 8
 
 
 class EventRow(NamedTuple):
@@ -139,10 +145,9 @@ class EventRow(NamedTuple):
     station: str | None
     occurred_at: str
     recorded_at: str
-    payload: str
+    payload: str | None
     signed_by: str | None
     signing_key: str | None
-    submitted: str | None
     occurred_at_offset: int | None
 
 
@@ -246,6 +251,62 @@ def create_indexes(db: ReadModels) -> None:
         for statement in spec.get("raw_indexes", []):
             db.execute(statement)
 
+
+
+# Unsynced commits (a server's many small catch-ups). SQLite without syncs survives a crash
+# of the process (the OS still holds every write) but not of the machine (writes reach the
+# disk in any order, and the file may be torn). So before the first unsynced commit a synced
+# one records this boot of the machine in ``applied``; a file that holds another boot's
+# marker went through a machine crash while unsynced and is rebuilt from the log (``torn``);
+# a clean stop syncs the file and removes the marker (``settle``). Where the OS does not say
+# which boot this is, commits stay synced.
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+UNSYNCED = "unsynced "  # + the boot id: a name in ``applied``
+
+
+def this_boot() -> str | None:
+    try:
+        return BOOT_ID.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def unsynced(db: ReadModels) -> bool:
+    """Let this connection's commits go unsynced, once a synced commit has marked the file
+    as written so during this boot; False (commits stay synced) where the boot is unknown."""
+    boot = this_boot()
+    if boot is None:
+        return False
+    if db.execute("SELECT 1 FROM applied WHERE name = ?", [UNSYNCED + boot]).fetchone() is None:
+        db.execute("PRAGMA synchronous=FULL")
+        with writing(db) as connection:
+            connection.execute("DELETE FROM applied WHERE name LIKE 'unsynced %'")
+            connection.execute("INSERT INTO applied (name, position) VALUES (?, 0)", [UNSYNCED + boot])
+    db.execute("PRAGMA synchronous=OFF")
+    return True
+
+
+def torn(db: Any) -> bool:
+    """True when the file took unsynced commits during another boot of the machine: a crash
+    of the machine may have torn it, so it must be rebuilt."""
+    try:
+        row = db.execute("SELECT name FROM applied WHERE name LIKE 'unsynced %'").fetchone()
+    except sqlite3.Error:
+        return False
+    return row is not None and row[0] != UNSYNCED + (this_boot() or "")
+
+
+def settle(path: Path | str) -> None:
+    """Sync a file that took unsynced commits, and remove its marker (a clean stop)."""
+    db = open_read_models(path)
+    try:
+        if db.execute("SELECT 1 FROM applied WHERE name LIKE 'unsynced %'").fetchone() is None:
+            return
+        db.execute("PRAGMA synchronous=FULL")
+        with writing(db) as connection:  # its sync also syncs every page written unsynced
+            connection.execute("DELETE FROM applied WHERE name LIKE 'unsynced %'")
+    finally:
+        db.conn.close()
 
 
 def connect(path: Path | str) -> sqlite3.Connection:

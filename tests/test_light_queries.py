@@ -13,6 +13,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from ledger.input.reader import read_lines
 from ledger.service import LedgerService
 from ledger.store.config import locate
@@ -72,3 +74,52 @@ def test_a_query_after_another_process_appended_is_current(ledger: LedgerUnderTe
     assert again["answer"]["stations_reporting"] == 2
     # And once caught up, the next one is light again.
     assert loaded(ask(ledger, "tally")["modules"], WRITE_SIDE) == []
+
+
+# Never needed to append a line to a ledger whose read models exist: the report's libraries,
+# the server, the other backend, the read side's queries, and (for an unsigned line) the
+# signature libraries.
+NOT_FOR_APPEND = ("numpy", "matplotlib", "jinja2", "sqlite_utils", "tqdm", "starlette", "uvicorn",
+                  "psycopg", "cryptography", "rfc8785", "ledger.http", "projections.tally",
+                  "projections.seats", "projections.audit", "projections.nist", "projections.report")
+
+APPEND = r"""
+import sys
+
+import pytest
+from ledger.cli.main import main
+code = main(sys.argv[1:])
+import json
+print(json.dumps({"code": code, "modules": sorted(sys.modules)}))
+"""
+
+
+def test_a_one_protocol_append_loads_only_the_write_path(ledger: LedgerUnderTest) -> None:
+    if ledger.backend != "sqlite":
+        pytest.skip("psycopg is the PostgreSQL backend's own: the SQLite run says it all")
+    ledger.append(definition(), station("n1", "north", 100), station("s1", "south", 100))
+    ledger.query("tally")  # the read models exist, as on any night after the first line
+    one = ledger.directory / "one.jsonl"
+    one.write_text(json.dumps(protocol("n1", "07T21:00:00", {"a": 60, "b": 30})) + "\n")
+    result = subprocess.run([sys.executable, "-c", APPEND, "append", str(one), "--db", ledger.db],
+                            cwd=ledger.directory, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    ran = json.loads(result.stdout.splitlines()[-1])
+    assert ran["code"] == 0
+    assert loaded(ran["modules"], NOT_FOR_APPEND) == []
+    assert ledger.query("tally")["votes"] == {"a": 60, "b": 30, "c": 0, "d": 0}  # appended, counted
+
+
+def test_the_command_line_builds_the_parser_of_the_command_asked_alone() -> None:
+    from ledger.cli.main import build_parser, command_asked
+
+    whole = build_parser()
+    assert command_asked(["--db", "x.db", "tally", "--as-of", "now"]) == "tally"
+    assert command_asked(["--help", "tally"]) is None and command_asked([]) is None
+    for name, full in whole.commands.items():
+        alone = build_parser(only=name)
+        assert list(alone.commands) == [name]
+        # The same options, defaults and help as in the whole parser.
+        assert ([(a.option_strings, a.dest, a.default, a.help) for a in alone.commands[name]._actions]
+                == [(a.option_strings, a.dest, a.default, a.help) for a in full._actions]), name
+    assert list(build_parser(only="no-such-command").commands) == list(whole.commands)

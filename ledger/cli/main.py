@@ -11,7 +11,7 @@ import math
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import IO, NoReturn
+from typing import IO, Any, NoReturn
 
 from ledger.cli import commands
 from ledger.cli.render import FORMATS
@@ -23,6 +23,8 @@ class UsageError(ValueError):
 
 
 class Parser(argparse.ArgumentParser):
+    commands: dict[str, Parser]  # the top level's: each command's parser, by name
+
     def error(self, message: str) -> NoReturn:
         # argparse prints the whole usage block; one line says it better.
         self.exit(2, f"{self.prog}: {one_line(message)} (see {self.prog} --help)\n")
@@ -47,7 +49,27 @@ STATION_HELP = "only this station (exit 2 if the election has no such station)"
 CHECKPOINT_HELP = "a checkpoint file written by `ledger checkpoint`"
 
 
-def build_parser() -> Parser:
+class _Elsewhere:
+    """Stands for the parser of a command not asked for: its options are not built."""
+
+    def add_argument(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    def set_defaults(self, **kwargs: object) -> None:
+        pass
+
+
+def build_parser(only: str | None = None) -> Parser:
+    """The whole command line; with ``only``, the parser of that one command alone (argparse
+    builds each option's help formatter eagerly: every command's costs more than a small
+    command's own work). An unknown ``only`` gets the whole parser, to list the commands."""
+    parser = _build_parser(only)
+    if only is not None and not parser.commands.get(only):
+        return _build_parser(None)
+    return parser
+
+
+def _build_parser(only: str | None) -> Parser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--db", default=argparse.SUPPRESS, metavar="PATH_OR_URL",
                         help="SQLite file or postgresql:// URL (default: $LEDGER_DB or ./ledger.db)")
@@ -67,11 +89,15 @@ def build_parser() -> Parser:
     parser.add_argument("--version", action=_Version, nargs=0,
                         help="show the installed version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    parser.commands = {}
 
-    def command(name: str, help: str, example: str, run: Callable[..., int]) -> Parser:
+    def command(name: str, help: str, example: str, run: Callable[..., int]) -> Any:
+        if only is not None and name != only:
+            return _Elsewhere()
         p = sub.add_parser(name, parents=[common], help=help, description=help,
                            epilog=f"Example: {example}")
         p.set_defaults(run=run)
+        parser.commands[name] = p
         return p
 
     p = command("append", "validate and append JSON Lines events (atomic; re-appending is a "
@@ -367,7 +393,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except UnicodeEncodeError:
             # Linux hands over bytes; undecodable ones would reach SQLite as lone surrogates.
             return fail(f"argument {number} is not valid UTF-8: {argument!r}", 2)
-    parser = build_parser()
+    parser = build_parser(only=command_asked(arguments))
     args = parser.parse_args(arguments)
     args.db = getattr(args, "db", None) or args.global_db
     if not getattr(args, "run", None):
@@ -389,6 +415,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("LEDGER_DEBUG"):
             raise
         return fail(explain_failure(error), 1)
+
+
+def command_asked(arguments: Sequence[str]) -> str | None:
+    """The command named in ``arguments`` (the first word that is neither an option nor the
+    value of the top level's ``--db``); None if there is none, or if help is asked before it."""
+    value_of_db = False
+    for argument in arguments:
+        if value_of_db:
+            value_of_db = False
+        elif argument == "--db":
+            value_of_db = True
+        elif argument in ("-h", "--help"):
+            return None
+        elif not argument.startswith("-"):
+            return argument
+    return None
 
 
 def fail(message: str, code: int, stream: IO[str] | None = None) -> int:

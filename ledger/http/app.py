@@ -21,11 +21,13 @@ import msgspec
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from ledger.errors import BadInput, Failure
+from ledger.http.answers import Answers, FromMemory
 from ledger.http.body import BodyTooLarge, BodyTooSlow, read_body
 from ledger.http.feed import Feed
 from ledger.http.intake import problem_json, refusal_status, screen
@@ -107,25 +109,36 @@ def _service(request: Request) -> LedgerService:
     return request.app.state.service
 
 
-def elections(request: Request) -> Response:
+def _answers(request: Request) -> Answers:
+    return request.app.state.answers
+
+
+async def elections(request: Request) -> Response:
     query = _query(request, MOMENT)
-    return _json({"elections": _service(request).elections(_moment(query))})
+    at = _moment(query)
+    return await _answers(request).respond(request, at, lambda s: {"elections": s.elections(at)})
 
 
 Answer = Callable[[LedgerService, Any, str, dict[str, str]], Any]
 
 
-def _election_view(allowed: tuple[str, ...], answer: Answer) -> Callable[..., Response]:
-    """An endpoint under /v1/elections/{id}: checks the parameters, that the election (and
-    station, and reporter) exist (404), then asks the service."""
+def _election_view(allowed: tuple[str, ...], answer: Answer) -> Callable[..., Any]:
+    """An endpoint under /v1/elections/{id}: checks the parameters, then answers from memory
+    (ledger/http/answers.py) or asks the service, after checking that the election (and
+    station, and reporter) exist (404)."""
 
-    def endpoint(request: Request) -> Response:
+    async def endpoint(request: Request) -> Response:
         query = _query(request, allowed)
-        moment = _moment(query)
+        at = _moment(query)
+        if "stage" in allowed:
+            _stage(query)
         election = request.path_params["election"]
-        service = _service(request)
-        service.require(election, query.get("station"), query.get("reporter"))
-        return _json(answer(service, moment, election, query))
+
+        def ask(service: LedgerService) -> Any:
+            service.require(election, query.get("station"), query.get("reporter"))
+            return answer(service, at, election, query)
+
+        return await _answers(request).respond(request, at, ask)
 
     return endpoint
 
@@ -454,11 +467,13 @@ def create_app(service: LedgerService, *, key: Any = None, key_name: str | None 
             if await run_in_threadpool(writer.stop):
                 service.close()
 
+    answers = Answers(service)
     app = Starlette(routes=ROUTES, lifespan=lifespan, exception_handlers={
         Refusal: on_refusal, BadInput: on_bad_input, Failure: on_failure,
         HTTPException: on_http, ClientDisconnect: on_disconnect, Exception: on_anything,
-    })
+    }, middleware=[Middleware(FromMemory, answers)])
     app.state.service = service
+    app.state.answers = answers
     app.state.key, app.state.key_name = key, key_name
     app.state.origin = None
     app.state.replica_of = None

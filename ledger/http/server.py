@@ -31,7 +31,7 @@ def serve(location: Location, *, host: str, port: int, key_file: str | None = No
     # Bound here, before uvicorn starts: a port in use is then one line and exit 1, not
     # uvicorn's log and its own exit code.
     listening = listen(host, port)
-    service = LedgerService(location)
+    service = LedgerService(location, unsynced_read_models=True)
     witnessing = None
     if policy is not None and key is not None:
         from ledger.witnessing import Witnessing
@@ -61,8 +61,11 @@ def serve(location: Location, *, host: str, port: int, key_file: str | None = No
 def listen(host: str, port: int) -> socket.socket:
     """A socket bound to ``host:port``, or ``Failure`` saying why it cannot be."""
     try:
-        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-        listening = socket.socket(family, socket.SOCK_STREAM)
+        family, kind, proto, _, _ = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        # With its protocol named (IPPROTO_TCP), not 0: asyncio sets TCP_NODELAY only on
+        # sockets that say they are TCP. Without it every answer, written as a head and a
+        # body, waited about 40 ms for the client's delayed ACK (Nagle's algorithm).
+        listening = socket.socket(family, kind, proto)
     except OSError as error:
         raise Failure(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
     try:

@@ -26,10 +26,13 @@ log = logging.getLogger("ledger.serve")
 
 DEFAULT_CAPACITY = 1_024         # requests waiting; beyond this, 503
 DEFAULT_GROUP_LINES = 4_000      # lines in one transaction: keeps a commit short
-# Under load the read models catch up at most this often (or whenever the queue empties):
-# one catch-up of many commits costs far less than one per commit, and a read that finds
-# them behind the log catches them up itself, so no answer is ever stale.
-CATCH_UP_EVERY = 0.25  # seconds
+# Writes first: the writer catches the read models up only once no request has come for
+# CATCH_UP_IDLE, or at most every CATCH_UP_EVERY under a steady stream of writes (so that
+# the backlog a first read would meet stays short). One catch-up of many commits costs far
+# less than one per commit, and a read that finds the models behind the log catches them up
+# itself (ledger/http/answers.py: one at a time), so no answer is ever stale.
+CATCH_UP_IDLE = 0.05  # seconds
+CATCH_UP_EVERY = 1.0  # seconds
 
 
 class Saturated(Exception):
@@ -113,7 +116,7 @@ class GroupCommitWriter:
             group: list[Submission] = []
             lines = 0
             try:
-                item = self._queue.get(timeout=CATCH_UP_EVERY if behind else None)
+                item = self._queue.get(timeout=CATCH_UP_IDLE if behind else None)
             except queue.Empty:
                 self._catch_up()
                 behind, caught_up_at = False, time.monotonic()
@@ -132,8 +135,7 @@ class GroupCommitWriter:
                     break
             if group and self._commit(group):
                 behind = True
-            if behind and (stopping or self._queue.empty()
-                           or time.monotonic() - caught_up_at >= CATCH_UP_EVERY):
+            if behind and (stopping or time.monotonic() - caught_up_at >= CATCH_UP_EVERY):
                 self._catch_up()
                 behind, caught_up_at = False, time.monotonic()
 
