@@ -562,7 +562,7 @@ class Follower:
         for line in self.process.stdout:
             self.lines.append(line.decode())
 
-    def wait_for(self, size: int, timeout: float = 20) -> None:
+    def wait_for(self, size: int, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if any(line.startswith(f"size {size},") for line in self.lines):
