@@ -132,7 +132,10 @@ class Witnessing:
                     wait = max(0.0, status.retry_at - time.monotonic()) or None
                     self._changed.wait(timeout=wait if wait else self.interval)
                     continue
-            self._submit(status, witness, target)
+            try:
+                self._submit(status, witness, target)
+            except Exception as error:  # a witness's thread never dies: it says why, and retries
+                self._failed(status, f"unexpected {type(error).__name__}: {error}")
 
     # -- one submission ----------------------------------------------------------------------
 

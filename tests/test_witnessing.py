@@ -314,3 +314,41 @@ def test_serving_with_witnesses_needs_the_log_key_and_a_policy_that_parses(tmp_p
     bad = ledger(tmp_path, "serve", "--key", "log.key", "--witnesses", "policy.txt",
                  "--port", str(free_port()))
     assert bad.returncode == 2 and "line 1" in bad.stderr and bad.stderr.count("\n") == 1
+
+
+def test_a_witness_thread_that_meets_an_unexpected_error_says_so_and_lives_on() -> None:
+    """In process: the proof cannot be made (the store fails); the witness's status shows
+    why, and the thread keeps trying instead of dying silently."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from ledger.trust import cosignature
+    from ledger.trust.checkpoint import Checkpoint, sign
+    from ledger.trust.merkle import MemoryTree
+    from ledger.trust.policy import parse_policy
+    from ledger.witnessing import Witnessing
+
+    log_key = Ed25519PrivateKey.generate()
+    vkey = cosignature.vkey("golos", Ed25519PrivateKey.generate().public_key())
+    policy = parse_policy(f"witness golos {vkey} http://127.0.0.1:9\nquorum golos\n")
+    tree = MemoryTree([b"a", b"b", b"c"])
+    calls: list[tuple[int, int]] = []
+
+    def broken_consistency(old: int, new: int) -> list[bytes]:
+        calls.append((old, new))
+        raise RuntimeError("the store went away")
+
+    witnessing = Witnessing(policy, log_key.public_key(),
+                            sign=lambda: sign(Checkpoint("example/log", 3, tree.root(3)), log_key,
+                                              "example/log"),
+                            consistency=broken_consistency, record=lambda *_: None, interval=0.05)
+    witnessing.statuses["golos"].cosigned_size = 1  # known: so a proof from 1 is needed
+    witnessing.start()
+    try:
+        status = eventually(lambda: witnessing.statuses["golos"].failures >= 2 and
+                            witnessing.statuses["golos"], seconds=15)
+        assert status and "RuntimeError: the store went away" in status.last_error
+        assert all(t.is_alive() for t in witnessing._threads)
+        assert calls and calls[0] == (1, 3)
+        assert witnessing.checkpoint() is None  # nothing published without the quorum
+    finally:
+        witnessing.stop()
