@@ -1,4 +1,4 @@
-"""An estimate of the final result from the protocols counted so far (DESIGN.md v3,
+"""An estimate of the final result from the protocols counted so far (the v3 contract,
 "Observers' analysis"; method, assumptions and measured accuracy in docs/estimate.md).
 
 Stations that report early differ from those that report late: small rural stations first,
@@ -54,7 +54,7 @@ NOTE = ("The interval reflects station-to-station variation within strata, and f
 def estimate(db: Any, election: Election, moment: Moment, *, stage: str = "preliminary",
              reporter: str | None = None, scope: str | None = None,
              confidence: float = 0.95) -> dict[str, Any]:
-    """The estimated final result of the tally with these options (DESIGN.md)."""
+    """The estimated final result of the tally with these options (docs/estimate.md)."""
     check_confidence(confidence)
     counting = counting_at(db, election, moment, stage=stage, reporter=reporter, scope=scope)
     choices = [c for c, _, _ in election.choices]

@@ -1,4 +1,4 @@
-"""Election forensics of the protocols a tally counts, as of any moment (DESIGN.md v3,
+"""Election forensics of the protocols a tally counts, as of any moment (the v3 contract,
 "Observers' analysis").
 
 The views observers compute from station protocols: integer percentages of turnout and of
@@ -85,7 +85,7 @@ def fingerprint_grid(fingerprint: Iterable[Iterable[int]]) -> list[list[int]]:
 def forensics(db: Any, election: Election, moment: Moment, *, stage: str = "preliminary",
               reporter: str | None = None, scope: str | None = None,
               choice: str | None = None) -> dict[str, Any]:
-    """The forensics of the stations a tally with these options counts (DESIGN.md); the
+    """The forensics of the stations a tally with these options counts (docs/forensics.md); the
     choice by default is the one with the most votes in that tally."""
     order = [c for c, _, _ in election.choices]
     if choice is not None and choice not in order:

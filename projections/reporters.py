@@ -1,6 +1,6 @@
 """Who has reported what in an election, and when its night began and ended.
 
-A reporter is anyone the log names as acting (DESIGN.md v2, "the acting reporter"): the
+A reporter is anyone the log names as acting (docs/events.md, "the acting reporter"): the
 authority (protocols, announcements, appeal decisions), parties and observer groups
 (protocol copies, withheld requests, appeals), and whoever holds a registered key. A page
 or a journalist asks this instead of guessing reporters and the night's span from whatever
