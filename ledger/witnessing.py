@@ -27,7 +27,7 @@ from typing import Any
 
 from ledger.trust.checkpoint import BadCheckpoint, Checkpoint
 from ledger.trust.cosigned import add_cosignatures, check_cosigned
-from ledger.trust.policy import Policy, Witness
+from ledger.trust.policy import Policy, Witness, describe_quorum
 from ledger.trust.witness_client import conflict_size, submit
 
 TIMEOUT_SECONDS = 10.0
@@ -199,8 +199,7 @@ class Witnessing:
 
     def status(self) -> dict[str, Any]:
         return {
-            "quorum": check_cosigned(self.latest.note, self.log_key, self.policy).quorum
-            if self.latest else None,
+            "quorum": describe_quorum(self.policy),
             "latest_size": self.latest.checkpoint.size if self.latest else None,
             "published_size": self.published.checkpoint.size if self.published else None,
             "witnesses": [status.json() for status in self.statuses.values()],
